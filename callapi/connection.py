@@ -1,0 +1,213 @@
+"""
+The OpenSIPS side of the daemon as one service: the MI socket, the EVI event
+socket and the event subscriptions, started and stopped in the right order
+(unsubscribe while the MI socket still works).
+
+Address forms (PROTOCOL.md section 2):
+  - MI: C{udp:HOST:PORT} (or the Go tool's bare C{HOST:PORT}) or
+    C{unix:/path/to/socket} (mi_datagram's unix datagram socket).
+  - Events: C{udp:IP:PORT} (C{PORT} may be 0), C{unix:/path}, or C{None}
+    for an ephemeral UDP port on the local address used to reach MI; what
+    OpenSIPS is told in C{event_subscribe} is C{udp:IP:PORT} /
+    C{unix:/path} (trace C{h_errors}: C{tcp:} is refused).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tempfile
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+
+from callapi.events import EventHub, EventReceiverProtocol, SubscriptionManager
+from callapi.mi import MAX_DATAGRAM, MIClientProtocol
+
+
+class AddressError(ValueError):
+    """
+    An MI or event address that cannot be parsed or resolved.
+    """
+
+
+@attrs.frozen
+class DatagramAddress:
+    """
+    C{kind} is C{"udp"} (C{host}, C{port}) or C{"unix"} (C{path}).
+    """
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.kind == "unix" else f"udp:{self.host}:{self.port}"
+
+
+def parse_address(text: str, what: str = "address", allow_port_zero: bool = False) -> DatagramAddress:
+    """
+    Parse C{udp:HOST:PORT}, C{HOST:PORT} or C{unix:/path}.
+
+    @raise AddressError: with a one-line explanation.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise AddressError(f"{what}: empty address")
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path.startswith("/"):
+            raise AddressError(f"{what}: unix socket path must be absolute: {text!r}")
+        return DatagramAddress("unix", path=path)
+    if text.startswith("udp:"):
+        text = text[4:]
+    elif not re.fullmatch(r"[A-Za-z0-9.\-]+:\d+|\[[0-9A-Fa-f:.]+\]:\d+", text):
+        raise AddressError(f"{what}: expected udp:HOST:PORT or unix:/path, got {text!r}")
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit():
+        raise AddressError(f"{what}: expected udp:HOST:PORT, got {text!r}")
+    port = int(port_text)
+    if port > 65535 or (port == 0 and not allow_port_zero):
+        raise AddressError(f"{what}: invalid port {port}")
+    return DatagramAddress("udp", host=host, port=port)
+
+
+def resolve_ipv4(host: str, what: str) -> str:
+    """
+    Resolve C{host} to an IPv4 address (blocking; used once at start-up).
+
+    @raise AddressError: when it does not resolve.
+    """
+    try:
+        return socket.gethostbyname(host)
+    except OSError as e:
+        raise AddressError(f"{what}: cannot resolve {host!r}: {e}") from None
+
+
+def local_address_towards(ip: str) -> str:
+    """
+    The local IPv4 address the kernel would use to reach C{ip} (no packet is
+    sent: connecting a UDP socket only picks a route).
+    """
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((ip, 9))
+        return probe.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+
+
+class OpenSIPSService(Service):
+    """
+    Owns the MI client socket, the event socket and the subscriptions.
+
+    @ivar mi: the L{MIClientProtocol} (usable once started).
+    @ivar hub: the L{EventHub} commands listen on.
+    @ivar subscriptions: the L{SubscriptionManager} (once started).
+    @ivar event_socket: the C{udp:IP:PORT} / C{unix:/path} given to OpenSIPS.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, mi_address: str, events_address: str | None = None,
+                 mi_timeout: float = 5.0, event_expire: int = 120,
+                 subscribe_method: str = "event_subscribe") -> None:
+        """
+        @raise AddressError: for an address that cannot be parsed.
+        """
+        self._reactor = reactor
+        self.mi_address = parse_address(mi_address, "MI address")
+        self.events_address = (parse_address(events_address, "events address", allow_port_zero=True)
+                               if events_address else None)
+        self.mi = MIClientProtocol(reactor, None, mi_timeout)
+        self.hub = EventHub()
+        self.receiver = EventReceiverProtocol(self.hub)
+        self.event_expire = event_expire
+        self.subscribe_method = subscribe_method
+        self.subscriptions: SubscriptionManager | None = None
+        self.event_socket = ""
+        self._ports: list[Any] = []
+        self._tempdir: str | None = None
+
+    def startService(self) -> None:
+        """
+        Open both sockets and subscribe (asynchronously).
+
+        @raise AddressError: an address does not resolve.
+        @raise twisted.internet.error.CannotListenError: a socket cannot be bound.
+        """
+        super().startService()
+        reactor = self._reactor
+        mi = self.mi_address
+        if mi.kind == "udp":
+            mi_ip = resolve_ipv4(mi.host, "MI address")
+            port = reactor.listenUDP(0, self.mi, maxPacketSize=MAX_DATAGRAM)
+            self._ports.append(port)
+            port.connect(mi_ip, mi.port)
+        else:
+            mi_ip = "127.0.0.1"
+            self._tempdir = tempfile.mkdtemp(prefix="callapi-")
+            bind = os.path.join(self._tempdir, "mi-reply.sock")
+            self._ports.append(reactor.connectUNIXDatagram(
+                mi.path, self.mi, maxPacketSize=MAX_DATAGRAM, bindAddress=bind))
+        events = self.events_address
+        if events is None or events.kind == "udp":
+            if events is None:
+                ip = local_address_towards(mi_ip) if mi.kind == "udp" else "127.0.0.1"
+                port_number = 0
+            else:
+                ip = resolve_ipv4(events.host, "events address")
+                port_number = events.port
+            port = reactor.listenUDP(port_number, self.receiver, interface=ip,
+                                     maxPacketSize=MAX_DATAGRAM)
+            self._ports.append(port)
+            self.event_socket = f"udp:{ip}:{port.getHost().port}"
+        else:
+            if os.path.exists(events.path):
+                os.unlink(events.path)
+            self._ports.append(reactor.listenUNIXDatagram(
+                events.path, self.receiver, maxPacketSize=MAX_DATAGRAM))
+            self.event_socket = f"unix:{events.path}"
+        self._log.info("MI requests go to {mi}; events are received on {events}",
+                       mi=str(mi), events=self.event_socket)
+        self.subscriptions = SubscriptionManager(
+            reactor, self.mi, self.event_socket, expire=self.event_expire,
+            subscribe_method=self.subscribe_method)
+        self.subscriptions.start()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Unsubscribe (bounded by the MI timeout), then close the sockets.
+        """
+        super().stopService()
+        if self.subscriptions is not None:
+            d = self.subscriptions.stop()
+        else:
+            d = Deferred()
+            d.callback(None)
+
+        def close(_: Any) -> Deferred[Any]:
+            ports, self._ports = self._ports, []
+            stops = [Deferred.fromCoroutine(_maybe(p.stopListening())) for p in ports]
+            if self._tempdir:
+                for name in os.listdir(self._tempdir):
+                    os.unlink(os.path.join(self._tempdir, name))
+                os.rmdir(self._tempdir)
+                self._tempdir = None
+            return DeferredList(stops, consumeErrors=True)
+
+        return d.addCallback(close).addCallback(lambda _: None)
+
+
+async def _maybe(value: Any) -> Any:
+    if isinstance(value, Deferred):
+        return await value
+    return value

@@ -1,0 +1,168 @@
+"""
+JSON-RPC 2.0 message parsing, validation and building (no Twisted here).
+
+Follows the JSON-RPC 2.0 specification (https://www.jsonrpc.org/specification)
+and PROTOCOL.md section 1.  Used for the client API; the MI side has its own
+encoder in L{callapi.mi} because OpenSIPS has its own quirks.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Union
+
+import attrs
+
+from callapi.errors import INVALID_REQUEST, PARSE_ERROR, RPCError, invalid_params
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(message: Any) -> str:
+    """
+    Serialise one JSON message compactly (no spaces, UTF-8 kept as is).
+    """
+    return _encoder.encode(message)
+
+
+@attrs.frozen
+class Request:
+    """
+    One valid JSON-RPC request or notification.
+
+    @ivar method: the method name, case-sensitive (e.g. C{"CallHold"}).
+    @ivar params: the C{params} object (C{{}} when absent).
+    @ivar id: the request id exactly as decoded (str, int, float or None);
+        meaningless when C{is_notification}.
+    @ivar is_notification: C{True} when the request had no C{id} member: it
+        gets no response at all.
+    """
+
+    method: str
+    params: dict[str, Any]
+    id: Any = None
+    is_notification: bool = False
+
+
+@attrs.frozen
+class Invalid:
+    """
+    One element that is not a valid request; answered with C{error}.
+
+    @ivar id: the id to echo (C{None} when it could not be determined).
+    @ivar error: the JSON-RPC error to send.
+    """
+
+    id: Any
+    error: RPCError
+
+
+Item = Union[Request, Invalid]
+
+
+@attrs.frozen
+class Parsed:
+    """
+    The result of L{parse}.
+
+    @ivar items: the requests and invalid elements, in order.
+    @ivar batch: C{True} when the message was a JSON array: the responses
+        must then be sent back as one array (or nothing at all when every
+        element was a notification).
+    """
+
+    items: list[Item]
+    batch: bool
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _valid_id(value: Any) -> bool:
+    # bool is an int subclass, but not a valid id.
+    return value is None or (
+        isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    )
+
+
+def parse(payload: str | bytes) -> Parsed:
+    """
+    Parse one WebSocket text message.
+
+    @return: a L{Parsed}.  Never raises: unparsable JSON (or invalid UTF-8,
+        NaN/Infinity, absurd nesting) is one L{Invalid} with -32700 and id
+        C{None}; an empty batch is one L{Invalid} -32600.
+    """
+    try:
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8")
+        message = json.loads(payload, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        return Parsed([Invalid(None, RPCError(PARSE_ERROR, "Parse error", str(e)))], False)
+    if isinstance(message, list):
+        if not message:
+            return Parsed(
+                [Invalid(None, RPCError(INVALID_REQUEST, "Invalid Request", "empty batch"))],
+                False,
+            )
+        return Parsed([validate(element) for element in message], True)
+    return Parsed([validate(message)], False)
+
+
+def validate(message: Any) -> Item:
+    """
+    Check one decoded JSON value against the JSON-RPC 2.0 request rules.
+
+    @return: a L{Request}, or an L{Invalid} with -32600 (not an object,
+        C{jsonrpc} not C{"2.0"}, C{method} missing or not a string, bad id
+        type) or -32602 (C{params} present but not an object: callapi
+        commands take named parameters only).
+    """
+    if not isinstance(message, dict):
+        return Invalid(None, RPCError(INVALID_REQUEST, "Invalid Request",
+                                      "a request must be a JSON object"))
+    has_id = "id" in message
+    request_id = message.get("id")
+    if has_id and not _valid_id(request_id):
+        return Invalid(None, RPCError(INVALID_REQUEST, "Invalid Request",
+                                      "id must be a string, a number or null"))
+    if message.get("jsonrpc") != "2.0":
+        return Invalid(request_id, RPCError(INVALID_REQUEST, "Invalid Request",
+                                            'jsonrpc must be exactly "2.0"'))
+    method = message.get("method")
+    if not isinstance(method, str):
+        return Invalid(request_id, RPCError(INVALID_REQUEST, "Invalid Request",
+                                            "method must be a string"))
+    params = message.get("params", {})
+    if not isinstance(params, dict):
+        return Invalid(request_id, invalid_params("params must be an object (named parameters)"))
+    return Request(method, params, request_id, not has_id)
+
+
+def result(request_id: Any, value: Any) -> dict[str, Any]:
+    """
+    @return: a success response C{{"jsonrpc": "2.0", "id": ..., "result": ...}}.
+    """
+    return {"jsonrpc": "2.0", "id": request_id, "result": value}
+
+
+def error(request_id: Any, err: RPCError) -> dict[str, Any]:
+    """
+    @return: an error response C{{"jsonrpc": "2.0", "id": ..., "error": {...}}}.
+    """
+    return {"jsonrpc": "2.0", "id": request_id, "error": err.to_json()}
+
+
+def notification(method: str, cmd_id: str, event: str, data: Any = None) -> dict[str, Any]:
+    """
+    A command progress notification (PROTOCOL.md section 1):
+    C{{"jsonrpc": "2.0", "method": <command>, "params": {"cmd_id", "event"[, "data"]}}}.
+
+    @param data: a JSON object or string; C{None} omits the member (always
+        so for C{Ended}).
+    """
+    params: dict[str, Any] = {"cmd_id": cmd_id, "event": event}
+    if data is not None:
+        params["data"] = data
+    return {"jsonrpc": "2.0", "method": method, "params": params}

@@ -1,0 +1,48 @@
+"""
+The C{log.file_path} / C{log.level} options: an extra log file observer with
+a level filter, added while the daemon runs (twistd's own log is unchanged).
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from twisted.application.service import Service
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+    textFileLogObserver,
+)
+
+
+class LogFileService(Service):
+    """
+    Writes log events at C{level} and above to C{path} (appending).
+
+    @param level: one of C{debug}, C{info}, C{warn}, C{error}, C{critical}.
+    """
+
+    def __init__(self, path: str, level: str = "info", publisher: Any = None) -> None:
+        self.path = path
+        self.level = LogLevel.levelWithName(level)
+        self._publisher = publisher if publisher is not None else globalLogPublisher
+        self._file: IO[str] | None = None
+        self._observer: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._file = open(self.path, "a", encoding="utf-8")
+        predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
+        self._observer = FilteringLogObserver(textFileLogObserver(self._file), [predicate])
+        self._publisher.addObserver(self._observer)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._observer is not None:
+            self._publisher.removeObserver(self._observer)
+            self._observer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None

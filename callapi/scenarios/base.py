@@ -1,0 +1,259 @@
+"""
+What every command (scenario controller) shares: its context, its lifecycle
+(running -> ended | aborted), notification helpers and the bookkeeping that
+makes cleanup total: every MI request, event registration and timer a
+command creates is owned by it and released exactly once when it ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from callapi.errors import error_text
+from callapi.interfaces import IEventHub, IMIClient, INotificationSink, ISubscription
+
+
+@attrs.define
+class MINames:
+    """
+    The MI command names to use.  Defaults are the 3.x names, which OpenSIPS
+    4.0 keeps as aliases (4.0 README, "MI command names").
+    """
+
+    hold: str = "call_hold"
+    unhold: str = "call_unhold"
+    end_dialog: str = "dlg_end_dlg"
+    transfer: str = "call_transfer"
+    uac_dlg: str = "t_uac_dlg"
+    uac_cancel: str = "t_uac_cancel"
+    list_dialogs: str = "dlg_list"
+    subscribe: str = "event_subscribe"
+
+
+@attrs.define
+class Settings:
+    """
+    Command timeouts, all in seconds.
+
+    @ivar hold_timeout: longest a CallHold/CallUnhold waits for every leg's
+        E_CALL_HOLD C{ok}/C{fail}; the default covers tm's C{fr_inv_timeout}
+        (120 s) for a leg that never answers its re-INVITE.
+    @ivar hold_event_grace: after OpenSIPS answered "OK", how long to wait
+        for the first E_CALL_HOLD C{start} before reporting that no event
+        came (lost datagram or broken subscription).
+    """
+
+    hold_timeout: float = 130.0
+    hold_event_grace: float = 2.0
+
+
+@attrs.define
+class Context:
+    """
+    Everything a command may use; passed in, never global.
+    """
+
+    mi: IMIClient
+    events: IEventHub
+    clock: IReactorTime
+    names: MINames = attrs.Factory(MINames)
+    settings: Settings = attrs.Factory(Settings)
+
+
+class Command:
+    """
+    Base class of every command.
+
+    Subclasses set L{method} and implement L{start}; they report progress with
+    L{emit}, finish with L{end} or L{fail}, and create MI requests, event
+    registrations and timers only through L{request}, L{listen} and
+    L{call_later}, so that L{release} can undo all of them.
+
+    @ivar finished: fires with C{self} once the command is over (ended or
+        aborted); never fails.
+    @ivar state: a short text for debugging (manhole), subclasses refine it.
+    """
+
+    method: ClassVar[str] = ""
+    _log = Logger()
+
+    def __init__(self, ctx: Context, cmd_id: str, params: dict[str, Any],
+                 sink: INotificationSink) -> None:
+        self.ctx = ctx
+        self.cmd_id = cmd_id
+        self.params = params
+        self.sink = sink
+        self.state = "created"
+        self.done = False
+        self.finished: Deferred[Command] = Deferred()
+        self._subscriptions: list[ISubscription] = []
+        self._timers: list[IDelayedCall] = []
+        self._requests: set[Deferred[Any]] = set()
+        self.started_at = ctx.clock.seconds()
+
+    def __repr__(self) -> str:
+        return f"<{self.method} {self.cmd_id} {self.state}>"
+
+    # lifecycle
+
+    def run(self) -> None:
+        """
+        Start the command; an exception in L{start} becomes an C{Error}.
+        """
+        self.state = "running"
+        try:
+            self.start()
+        except Exception as e:
+            self._log.failure("command {cmd_id} crashed in start", cmd_id=self.cmd_id)
+            self.fail(f"internal error: {e}")
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def emit(self, event: str, data: Any = None) -> None:
+        """
+        Send one notification, unless the command is over.
+        """
+        if self.done:
+            return
+        self.sink.notify(self.method, self.cmd_id, event, data)
+
+    def end(self) -> None:
+        """
+        Send C{Ended} and release everything.  Later calls do nothing.
+        """
+        if self.done:
+            return
+        self.emit("Ended")
+        self._finish("ended")
+
+    def fail(self, reason: BaseException | str) -> None:
+        """
+        Send one C{Error} (C{data} = human-readable text) then C{Ended}.
+        """
+        if self.done:
+            return
+        text = reason if isinstance(reason, str) else error_text(reason)
+        self._log.info("command {cmd_id} {method} failed: {error}",
+                       cmd_id=self.cmd_id, method=self.method, error=text)
+        self.emit("Error", text)
+        self.end()
+
+    def abort(self, why: str = "aborted") -> None:
+        """
+        Stop silently (the client went away or the daemon stops): release
+        everything, notify nothing.  The call itself is not touched.
+        """
+        if self.done:
+            return
+        self._log.info("command {cmd_id} {method} aborted: {why}",
+                       cmd_id=self.cmd_id, method=self.method, why=why)
+        self._finish("aborted: " + why)
+
+    def _finish(self, state: str) -> None:
+        self.done = True
+        self.state = state
+        self.release()
+        self.finished.callback(self)
+
+    def release(self) -> None:
+        """
+        Cancel every event registration, timer and outstanding MI request.
+        """
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription.cancel()
+        timers, self._timers = self._timers, []
+        for timer in timers:
+            if timer.active():
+                timer.cancel()
+        requests, self._requests = self._requests, set()
+        for d in requests:
+            d.cancel()
+
+    @property
+    def outstanding(self) -> dict[str, int]:
+        """
+        Counts of what the command still owns (for leak checks).
+        """
+        return {
+            "subscriptions": len(self._subscriptions),
+            "timers": sum(1 for t in self._timers if t.active()),
+            "requests": len(self._requests),
+        }
+
+    # owned resources
+
+    def request(self, method: str, params: dict[str, Any] | None,
+                on_result: Callable[[Any], None],
+                on_error: Callable[[BaseException], None] | None = None,
+                timeout: float | None = None) -> None:
+        """
+        Send an MI request owned by this command.
+
+        C{on_result(result)} or C{on_error(exception)} runs only while the
+        command is not over; the default C{on_error} is L{fail}.  An exception
+        in either handler fails the command.
+        """
+        d = self.ctx.mi.call(method, params, timeout)
+        self._requests.add(d)
+
+        def result(value: Any) -> None:
+            self._requests.discard(d)
+            if not self.done:
+                self._guard(on_result, value)
+
+        def error(reason: Any) -> None:
+            self._requests.discard(d)
+            if reason.check(CancelledError) or self.done:
+                return
+            self._guard(on_error or self.fail, reason.value)
+
+        d.addCallbacks(result, error)
+
+    def listen(self, event: str, callid: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """
+        Register for C{event} on C{callid} until the command ends.
+        """
+        self._subscriptions.append(
+            self.ctx.events.listen(event, callid, lambda params: self._event(handler, params)))
+
+    def listen_transfer(self, transfer_callid: str,
+                        handler: Callable[[dict[str, Any]], None]) -> None:
+        """
+        Register for E_CALL_TRANSFER on the new call C{transfer_callid}.
+        """
+        self._subscriptions.append(
+            self.ctx.events.listen_transfer(transfer_callid,
+                                            lambda params: self._event(handler, params)))
+
+    def call_later(self, delay: float, f: Callable[..., None], *args: Any) -> IDelayedCall:
+        """
+        Schedule C{f(*args)} on the context clock, cancelled by L{release}.
+        """
+        self._timers = [t for t in self._timers if t.active()]
+
+        def fire() -> None:
+            if not self.done:
+                self._guard(f, *args)
+
+        timer = self.ctx.clock.callLater(delay, fire)
+        self._timers.append(timer)
+        return timer
+
+    def _event(self, handler: Callable[[dict[str, Any]], None], params: dict[str, Any]) -> None:
+        if not self.done:
+            self._guard(handler, params)
+
+    def _guard(self, f: Callable[..., None], *args: Any) -> None:
+        try:
+            f(*args)
+        except Exception as e:
+            self._log.failure("command {cmd_id} {method} crashed", cmd_id=self.cmd_id,
+                              method=self.method)
+            self.fail(f"internal error: {e}")

@@ -1,0 +1,31 @@
+"""
+C{Echo}: answers C{Reply} with the request's params, then C{Ended}.  Needs no
+OpenSIPS; used to check the WebSocket path (Go Call API C{pkg/cmd/echo.go}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callapi.scenarios.base import Command
+from callapi.validation import check_params
+
+
+class Echo(Command):
+    """
+    Params: anything (an object).  Events: C{Reply} (data = the params
+    object as received), C{Ended}.
+    """
+
+    method = "Echo"
+
+    @staticmethod
+    def check(params: dict[str, Any]) -> dict[str, Any]:
+        """
+        Accept any params object.
+        """
+        return check_params(params, {}, allow_unknown=True)
+
+    def start(self) -> None:
+        self.emit("Reply", self.params)
+        self.end()
