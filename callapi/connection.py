@@ -113,6 +113,9 @@ class OpenSIPSService(Service):
     @ivar hub: the L{EventHub} commands listen on.
     @ivar subscriptions: the L{SubscriptionManager} (once started).
     @ivar event_socket: the C{udp:IP:PORT} / C{unix:/path} given to OpenSIPS.
+    @ivar subscribed: fires once the first round of C{event_subscribe}
+        requests was answered (successfully or not; see
+        C{subscriptions.status}).
     """
 
     _log = Logger()
@@ -136,6 +139,8 @@ class OpenSIPSService(Service):
         self.event_socket = ""
         self._ports: list[Any] = []
         self._tempdir: str | None = None
+        #: fires once the first round of event_subscribe answers came
+        self.subscribed: Deferred[None] = Deferred()
 
     def startService(self) -> None:
         """
@@ -181,7 +186,7 @@ class OpenSIPSService(Service):
         self.subscriptions = SubscriptionManager(
             reactor, self.mi, self.event_socket, expire=self.event_expire,
             subscribe_method=self.subscribe_method)
-        self.subscriptions.start()
+        self.subscriptions.start().chainDeferred(self.subscribed)
 
     def stopService(self) -> Deferred[None]:
         """

@@ -209,9 +209,9 @@ class SubscriptionManager:
         d.addCallback(reschedule)
         return d.addCallback(lambda _: None)
 
-    def _subscribe(self, event: str, expire: int) -> Deferred[Any]:
+    def _subscribe(self, event: str, expire: int, timeout: float | None = None) -> Deferred[Any]:
         d = self._mi.call(self.subscribe_method,
-                          {"event": event, "socket": self.socket, "expire": expire})
+                          {"event": event, "socket": self.socket, "expire": expire}, timeout)
 
         def ok(_: Any) -> None:
             was = self.status.get(event, {}).get("ok")
@@ -229,10 +229,13 @@ class SubscriptionManager:
 
         return d.addCallbacks(ok, failed)
 
-    def stop(self) -> Deferred[None]:
+    def stop(self, timeout: float | None = 2.0) -> Deferred[None]:
         """
         Cancel the refresh timer and unsubscribe (C{expire: 0}).
 
+        @param timeout: seconds to wait for OpenSIPS' answers (shutdown
+            should not hang on an unreachable proxy); C{None}: the MI
+            client's default.
         @return: a Deferred that fires when OpenSIPS answered (or the MI
             requests failed); never fails.
         """
@@ -240,5 +243,5 @@ class SubscriptionManager:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        rounds = [self._subscribe(event, 0) for event in self.events]
+        rounds = [self._subscribe(event, 0, timeout) for event in self.events]
         return DeferredList(rounds, consumeErrors=True).addCallback(lambda _: None)

@@ -38,8 +38,10 @@ class CallApiProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
-            self.sendClose(CLOSE_UNSUPPORTED_DATA,
-                           "binary frames are not supported: send JSON-RPC as text")
+            # sendClose() only takes 1000/3000-4999; 1003 is the right code.
+            if self.state == self.STATE_OPEN:
+                self.sendCloseFrame(code=CLOSE_UNSUPPORTED_DATA,
+                                    reasonUtf8=b"binary frames are not supported: send JSON-RPC as text")
             return
         if self._session is not None:
             self._session.received(payload)
@@ -77,4 +79,5 @@ class CallApiFactory(WebSocketServerFactory):
             autoPingTimeout=30,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=5,
+            failByDrop=False,  # close with 1009 etc. instead of dropping TCP
         )

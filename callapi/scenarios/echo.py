@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from callapi.scenarios.base import Command
-from callapi.validation import check_params
 
 
 class Echo(Command):
@@ -22,9 +21,9 @@ class Echo(Command):
     @staticmethod
     def check(params: dict[str, Any]) -> dict[str, Any]:
         """
-        Accept any params object.
+        Accept any params object; it is echoed as it came (without C{cmd_id}).
         """
-        return check_params(params, {}, allow_unknown=True)
+        return params
 
     def start(self) -> None:
         self.emit("Reply", self.params)

@@ -1,0 +1,306 @@
+"""
+End-to-end: the real daemon service tree (WebSocket server, MI socket, event
+socket, subscriptions) against the OpenSIPS emulator, over real loopback
+sockets on ephemeral ports.  Each test pins the exact notification sequence a
+client sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+
+from callapi.tap import Options, makeService
+from callapi.testing.opensips import Phone, start_emulator
+from callapi.testing.wsclient import connect
+
+
+async def until(reactor: Any, predicate: Any, timeout: float = 5.0) -> None:
+    """
+    Wait (yielding to the reactor) until C{predicate()} is true; fail after
+    C{timeout} seconds.  A condition wait, not a fixed sleep.
+    """
+    waited = 0.0
+    while not predicate():
+        if waited >= timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        d: Deferred[None] = Deferred()
+        reactor.callLater(0.002, d.callback, None)
+        await d
+        waited += 0.002
+
+
+class Daemon:
+    """
+    A started daemon + emulator pair.
+    """
+
+    def __init__(self, reactor: Any, emulator_running: Any, top: Any) -> None:
+        self.reactor = reactor
+        self.running = emulator_running
+        self.emu = emulator_running.emulator
+        self.top = top
+        self.opensips = top.getServiceNamed("opensips")
+        self.runner = top.getServiceNamed("commands").runner
+        self.port = 0
+
+    async def call(self, caller: str = "alice", callee: str = "bob") -> str:
+        callid = self.emu.add_call(f"sip:{caller}@127.0.0.1", f"sip:{callee}@127.0.0.1")
+        await until(self.reactor, lambda: self.emu.dialogs[callid].state == 4)
+        return callid
+
+    async def client(self) -> Any:
+        return await connect(self.reactor, self.port)
+
+    async def stop(self) -> None:
+        await self.top.stopService()
+        await self.running.stop()
+
+
+async def start_daemon(reactor: Any, *extra: str, mi: str | None = None,
+                       emulator_version: str = "3.4") -> Daemon:
+    """
+    Start an emulator and a daemon pointed at it (or at C{mi}); wait until
+    the WebSocket port listens and, with the emulator, the subscriptions
+    were answered.
+    """
+    running = start_emulator(reactor, delay_scale=0, version=emulator_version)
+    host, port = running.mi_address
+    options = Options()
+    options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1",
+                          "--mi", mi or f"udp:{host}:{port}", *extra])
+    top = makeService(options, reactor)
+    top.startService()
+    daemon = Daemon(reactor, running, top)
+    daemon.port = (await top.getServiceNamed("websocket")._waitingForPort).getHost().port
+    if mi is None:
+        await daemon.opensips.subscribed
+    return daemon
+
+
+@pytest.fixture
+def daemon(reactor: Any) -> Any:
+    started = pytest_twisted.blockon(Deferred.fromCoroutine(start_daemon(reactor)))
+    yield started
+    pytest_twisted.blockon(Deferred.fromCoroutine(started.stop()))
+    assert started.runner.running == {}
+    assert started.opensips.hub.registrations == 0
+    assert started.opensips.mi.pending == {}
+
+
+HOLD = ["CallHolding", "CallHoldStart", "CallHoldStart", "CallHoldSuccessful",
+        "CallHoldSuccessful", "Ended"]
+UNHOLD = ["CallUnholding", "CallUnholdStart", "CallUnholdStart", "CallUnholdSuccessful",
+          "CallUnholdSuccessful", "Ended"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscribes_to_the_three_events(daemon: Daemon) -> None:
+    socket = daemon.opensips.event_socket
+    assert socket.startswith("udp:127.0.0.1:")
+    subscribed = {event for (event, s) in daemon.emu.subscribers if s == socket}
+    assert subscribed == {"E_CALL_TRANSFER", "E_CALL_HOLD", "E_DLG_STATE_CHANGED"}
+    assert all(daemon.opensips.subscriptions.status[e]["ok"] for e in subscribed)
+
+
+@pytest_twisted.ensureDeferred
+async def test_echo(daemon: Daemon) -> None:
+    client = await daemon.client()
+    result = await client.command("Echo", {"hello": ["world", 1]}, cmd_id="e1")
+    assert result.response == {"jsonrpc": "2.0", "id": 1,
+                               "result": {"cmd_id": "e1", "event": "Started"}}
+    assert result.notifications == [
+        {"cmd_id": "e1", "event": "Reply", "data": {"hello": ["world", 1]}},
+        {"cmd_id": "e1", "event": "Ended"},
+    ]
+    client.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hold_unhold_end(daemon: Daemon) -> None:
+    callid = await daemon.call()
+    client = await daemon.client()
+
+    hold = await client.command("CallHold", {"callid": callid})
+    assert hold.events == HOLD
+    assert [n.get("data") for n in hold.notifications] == [
+        None, {"leg": "caller"}, {"leg": "callee"}, {"leg": "caller"}, {"leg": "callee"}, None]
+
+    again = await client.command("CallHold", {"callid": callid})
+    assert again.events == ["Error", "Ended"]
+    assert again.data("Error") == ["480 Both dialog legs are on hold"]
+
+    unhold = await client.command("CallUnhold", {"callid": callid})
+    assert unhold.events == UNHOLD
+    # callops resumes the callee first (trace f_hold_unhold)
+    assert [n.get("data") for n in unhold.notifications] == [
+        None, {"leg": "callee"}, {"leg": "caller"}, {"leg": "callee"}, {"leg": "caller"}, None]
+
+    not_held = await client.command("CallUnhold", {"callid": callid})
+    assert not_held.data("Error") == ["480 No dialog legs on hold"]
+
+    end = await client.command("CallEnd", {"callid": callid})
+    assert end.events == ["Ended"]
+    await until(daemon.reactor, lambda: daemon.emu.dialogs.get(callid) is None
+                or daemon.emu.dialogs[callid].state == 5)
+    end_again = await client.command("CallEnd", {"callid": callid})
+    assert end_again.events == ["Error", "Ended"]
+    assert end_again.data("Error") == ["404 Requested Dialog not found"]
+    client.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hold_unknown_call(daemon: Daemon) -> None:
+    client = await daemon.client()
+    result = await client.command("CallHold", {"callid": "no-such-call@x"})
+    assert result.notifications[0]["event"] == "Error"
+    assert result.data("Error") == ["404 Dialog not found"]
+    assert result.events == ["Error", "Ended"]
+    client.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hold_leg_fails(daemon: Daemon) -> None:
+    """
+    A leg that refuses the re-INVITE (the click-to-dial caller leg in trace
+    f_hold_early_and_click_to_dial): OpenSIPS still answers "OK"; the
+    command reports the other leg's success and an Error naming the leg.
+    """
+    daemon.emu.add_phone("sip:grumpy@127.0.0.1", Phone.baresip(hold_ok=False))
+    callid = await daemon.call("grumpy", "bob")
+    client = await daemon.client()
+    result = await client.command("CallHold", {"callid": callid})
+    assert result.events == ["CallHolding", "CallHoldStart", "CallHoldStart",
+                             "CallHoldSuccessful", "Error", "Ended"]
+    assert result.data("CallHoldSuccessful") == [{"leg": "callee"}]
+    assert result.data("Error") == ["hold failed on leg caller"]
+    client.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpc_errors_over_websocket(daemon: Daemon) -> None:
+    client = await daemon.client()
+    sent = daemon.opensips.mi.stats["sent"]
+    bad = await client.command("CallHold", {"callid": "a\r\nVia: evil"})
+    assert bad.response["error"]["code"] == -32602
+    unknown = await client.command("callhold", {"callid": "x"})
+    assert unknown.response["error"] == {"code": -32601, "message": "Method not found",
+                                         "data": "callhold"}
+    client.send_json("{not json")
+    await until(daemon.reactor, lambda: len(client.received) == 3)
+    assert client.received[-1]["error"]["code"] == -32700
+    assert client.received[-1]["id"] is None
+    assert daemon.opensips.mi.stats["sent"] == sent  # no MI request left
+    client.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_binary_frame_closes_1003(daemon: Daemon) -> None:
+    client = await daemon.client()
+    client.sendMessage(b"\x00\x01", isBinary=True)
+    code, reason = await client.closed
+    assert code == 1003
+    assert "binary" in reason
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_message_closes_1009(reactor: Any) -> None:
+    daemon = await start_daemon(reactor, "--max-message-size", "1000")
+    try:
+        client = await daemon.client()
+        client.send_json({"jsonrpc": "2.0", "id": 1, "method": "Echo",
+                          "params": {"x": "y" * 2000}})
+        code, _ = await client.closed
+        assert code == 1009
+    finally:
+        await daemon.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_path_refused(daemon: Daemon) -> None:
+    with pytest.raises(Exception):
+        await connect(daemon.reactor, daemon.port, path="/other")
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_disconnect_mid_command(reactor: Any) -> None:
+    """
+    The client goes away while its CallHold waits for OpenSIPS: nothing
+    crashes, the command is aborted and releases its MI request, event
+    registration and timers; the call is not touched (no MI request is
+    sent for it).
+    """
+    silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+    daemon = await start_daemon(reactor, "--mi-timeout", "30",
+                                mi=f"udp:127.0.0.1:{silent.getHost().port}")
+    try:
+        client = await daemon.client()
+        client.send_json({"jsonrpc": "2.0", "id": 9, "method": "CallHold",
+                          "params": {"callid": "abc"}})
+        await until(reactor, lambda: any(p.method == "call_hold"
+                                         for p in daemon.opensips.mi.pending.values()))
+        sent = daemon.opensips.mi.stats["sent"]
+        client.transport.abortConnection()
+        await until(reactor, lambda: daemon.runner.running == {})
+        assert daemon.opensips.hub.registrations == 0
+        assert not any(p.method == "call_hold" for p in daemon.opensips.mi.pending.values())
+        assert daemon.opensips.mi.stats["sent"] == sent
+        other = await daemon.client()
+        assert (await other.command("Echo", {})).events == ["Reply", "Ended"]
+        other.sendClose()
+    finally:
+        await daemon.stop()
+        await silent.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_200_concurrent_holds_from_20_clients(daemon: Daemon) -> None:
+    callids = [daemon.emu.add_call("sip:alice@127.0.0.1", "sip:bob@127.0.0.1")
+               for _ in range(200)]
+    await until(daemon.reactor,
+                lambda: all(daemon.emu.dialogs[c].state == 4 for c in callids), timeout=20)
+    clients = [await daemon.client() for _ in range(20)]
+    pending = [clients[i % 20].command("CallHold", {"callid": c}) for i, c in enumerate(callids)]
+    results = []
+    for d in pending:
+        results.append(await d)
+    for result in results:
+        assert result.events == HOLD, result.notifications
+    assert daemon.runner.running == {}
+    for client in clients:
+        client.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_mi_timeout_is_an_error_naming_it(reactor: Any) -> None:
+    """
+    OpenSIPS does not answer: the command ends with an Error that names the
+    MI command and the timeout, never hangs.
+    """
+    silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+    daemon = await start_daemon(reactor, "--mi-timeout", "0.2",
+                                mi=f"udp:127.0.0.1:{silent.getHost().port}")
+    try:
+        client = await daemon.client()
+        result = await client.command("CallHold", {"callid": "abc"})
+        assert result.events == ["Error", "Ended"]
+        assert result.data("Error") == ["OpenSIPS did not answer MI call_hold within 0.2 s"]
+        client.sendClose()
+    finally:
+        await daemon.stop()
+        await silent.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unsubscribes_on_stop(reactor: Any) -> None:
+    daemon = await start_daemon(reactor)
+    socket = daemon.opensips.event_socket
+    await daemon.top.stopService()
+    expires = {event: info.expire for (event, s), info in daemon.emu.subscribers.items()
+               if s == socket}
+    assert expires == {"E_CALL_TRANSFER": 0, "E_CALL_HOLD": 0, "E_DLG_STATE_CHANGED": 0}
+    await daemon.running.stop()
