@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, TypeVar, Union
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -179,37 +179,51 @@ class RecordingSink:
 # Deferred helpers (synchronous tests)
 
 
+def _outcome(d: Deferred[Any]) -> list[Any]:
+    """
+    What C{d} holds now (C{[]} if it has not fired), without changing it.
+    """
+    seen: list[Any] = []
+
+    def grab(value: Any) -> Any:
+        seen.append(value)
+        return value
+
+    d.addBoth(grab)
+    return seen
+
+
 def result_of(d: Deferred[T]) -> T:
     """
-    The result of a Deferred that has already succeeded.
+    The result of a Deferred that has already succeeded (left in place).
 
-    @raise AssertionError: it has no result yet, or it failed.
+    @raise AssertionError: it has no result yet, or it failed (the failure
+        is then consumed).
     """
-    results: list[Any] = []
-    d.addBoth(results.append)
-    if not results:
+    seen = _outcome(d)
+    if not seen:
         raise AssertionError(f"{d!r} has no result yet")
-    if isinstance(results[0], Failure):
-        failure = results[0]
+    if isinstance(seen[0], Failure):
         d.addErrback(lambda _: None)
-        raise AssertionError(f"{d!r} failed: {failure.getTraceback()}")
-    return results[0]
+        raise AssertionError(f"{d!r} failed: {seen[0].getTraceback()}")
+    return seen[0]  # type: ignore[no-any-return]
 
 
 def failure_of(d: Deferred[Any], *types: type[BaseException]) -> Failure:
     """
-    The Failure of a Deferred that has already failed (and consume it).
+    The Failure of a Deferred that has already failed; the failure is
+    consumed (the Deferred then holds C{None}).
 
     @param types: if given, the failure must be one of these.
     @raise AssertionError: it has no result yet, succeeded, or failed otherwise.
     """
-    results: list[Any] = []
-    d.addBoth(results.append)
-    if not results:
+    seen = _outcome(d)
+    if not seen:
         raise AssertionError(f"{d!r} has no result yet")
-    outcome = results[0]
+    outcome = seen[0]
     if not isinstance(outcome, Failure):
         raise AssertionError(f"{d!r} succeeded with {outcome!r}")
+    d.addErrback(lambda _: None)
     if types and not outcome.check(*types):
         raise AssertionError(f"{d!r} failed with {outcome.value!r}, expected {types}")
     return outcome
@@ -219,12 +233,6 @@ def no_result(d: Deferred[Any]) -> None:
     """
     @raise AssertionError: C{d} has already fired.
     """
-    results: list[Any] = []
-    d.addBoth(results.append)
-    if results:
-        if isinstance(results[0], Failure):
-            results[0].trap(CancelledError, Exception)
-        raise AssertionError(f"{d!r} has already fired with {results[0]!r}")
-    # leave d as it was: the callback above returned None, so put nothing
-    # back; tests only call this on Deferreds they do not use afterwards or
-    # that have no result (the appended callback then receives it).
+    seen = _outcome(d)
+    if seen:
+        raise AssertionError(f"{d!r} has already fired with {seen[0]!r}")
