@@ -74,7 +74,8 @@ def load(path: str, option_names: set[str]) -> dict[str, Any]:
             host = content.get("host")
             port = content.get("port")
             if host is not None or port is not None:
-                values["listen"] = f"tcp:{port if port is not None else 5059}:interface={host or '127.0.0.1'}"
+                interface = str(host or "127.0.0.1").replace(":", "\\:")  # IPv6: escape colons
+                values["listen"] = f"tcp:{port if port is not None else 5059}:interface={interface}"
         for key, value in content.items():
             if section == "ws_server" and key in ("host", "port"):
                 continue

@@ -25,6 +25,8 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
+from callapi.logging import logger
+
 from callapi.events import EventHub, EventReceiverProtocol, SubscriptionManager
 from callapi.mi import MAX_DATAGRAM, MIClientProtocol
 
@@ -118,7 +120,7 @@ class OpenSIPSService(Service):
         C{subscriptions.status}).
     """
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, reactor: Any, mi_address: str, events_address: str | None = None,
                  mi_timeout: float = 5.0, event_expire: int = 120,

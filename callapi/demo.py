@@ -17,6 +17,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import Logger
 
+from callapi.logging import logger
+
 from callapi.connection import OpenSIPSService, parse_address
 
 #: The commands the walkthrough runs on its demo call, in order.
@@ -31,7 +33,7 @@ class DemoService(Service):
     @ivar running: the emulator handle (see L{callapi.testing.opensips.start_emulator}).
     """
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, reactor: Any, opensips: OpenSIPSService, version: str = "3.4") -> None:
         self._reactor = reactor

@@ -20,6 +20,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+
+from callapi.logging import logger
 from zope.interface import implementer
 
 from callapi.errors import MIError
@@ -33,15 +35,17 @@ EVENTS = ("E_CALL_TRANSFER", "E_CALL_HOLD", "E_DLG_STATE_CHANGED")
 
 @implementer(ISubscription)
 class _Registration:
-    __slots__ = ("_table", "_key", "handler", "__weakref__")
+    __slots__ = ("_table", "_key", "handler", "active", "__weakref__")
 
     def __init__(self, table: dict[Any, dict["_Registration", None]], key: Any,
                  handler: Handler) -> None:
         self._table = table
         self._key = key
         self.handler = handler
+        self.active = True
 
     def cancel(self) -> None:
+        self.active = False
         bucket = self._table.get(self._key)
         if bucket is not None:
             bucket.pop(self, None)
@@ -59,7 +63,7 @@ class EventHub:
     @ivar stats: counters C{received}, C{delivered}, C{unrouted}.
     """
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self) -> None:
         self._by_callid: dict[tuple[str, str], dict[_Registration, None]] = {}
@@ -113,6 +117,8 @@ class EventHub:
                             event=event, callid=callid)
             return
         for registration in handlers:
+            if not registration.active:  # cancelled by an earlier handler
+                continue
             self.stats["delivered"] += 1
             try:
                 registration.handler(params)
@@ -128,7 +134,8 @@ class EventReceiverProtocol(DatagramProtocol):
     notification, params not an object) is logged and dropped.
     """
 
-    _log = Logger()
+    noisy = False
+    _log = logger()
 
     def __init__(self, hub: EventHub) -> None:
         self._hub = hub
@@ -163,7 +170,7 @@ class SubscriptionManager:
     @ivar status: event -> C{{"ok": bool, "at": clock seconds, "error": str|None}}.
     """
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, clock: IReactorTime, mi: IMIClient, socket: str,
                  expire: int = 120, refresh: float | None = None,

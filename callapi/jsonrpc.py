@@ -15,14 +15,24 @@ import attrs
 
 from callapi.errors import INVALID_REQUEST, PARSE_ERROR, RPCError, invalid_params
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ascii_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def dumps(message: Any) -> str:
     """
     Serialise one JSON message compactly (no spaces, UTF-8 kept as is).
+    A string holding a lone surrogate (a valid JSON escape such as
+    C{"\\ud800"} that is not valid UTF-8) makes the whole message
+    ASCII-escaped, so it can always be sent.
     """
-    return _encoder.encode(message)
+    text = _encoder.encode(message)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = _ascii_encoder.encode(message)
+    return text
 
 
 @attrs.frozen
@@ -51,10 +61,13 @@ class Invalid:
 
     @ivar id: the id to echo (C{None} when it could not be determined).
     @ivar error: the JSON-RPC error to send.
+    @ivar notification: the element was a well-formed notification (no
+        C{id}) refused only for its params: it gets no response at all.
     """
 
     id: Any
     error: RPCError
+    notification: bool = False
 
 
 Item = Union[Request, Invalid]
@@ -79,6 +92,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 def _valid_id(value: Any) -> bool:
     # bool is an int subclass, but not a valid id.
     return value is None or (
@@ -97,7 +117,7 @@ def parse(payload: str | bytes) -> Parsed:
     try:
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8")
-        message = json.loads(payload, parse_constant=_reject_constant)
+        message = json.loads(payload, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as e:
         return Parsed([Invalid(None, RPCError(PARSE_ERROR, "Parse error", str(e)))], False)
     if isinstance(message, list):
@@ -136,7 +156,8 @@ def validate(message: Any) -> Item:
                                             "method must be a string"))
     params = message.get("params", {})
     if not isinstance(params, dict):
-        return Invalid(request_id, invalid_params("params must be an object (named parameters)"))
+        return Invalid(request_id, invalid_params("params must be an object (named parameters)"),
+                       notification=not has_id)
     return Request(method, params, request_id, not has_id)
 
 

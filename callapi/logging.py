@@ -9,6 +9,7 @@ from typing import IO, Any
 
 from twisted.application.service import Service
 from twisted.logger import (
+    Logger,
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
@@ -46,3 +47,33 @@ class LogFileService(Service):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+#: The minimum level of callapi's own log events (set from --log-level).
+levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+
+
+def _forward(event: dict[str, Any]) -> None:
+    globalLogPublisher(event)
+
+
+#: Where callapi's loggers write: the global log, filtered by L{levels}.
+observer = FilteringLogObserver(_forward, [levels])
+
+
+def logger() -> Logger:
+    """
+    A L{Logger} for a callapi class attribute (C{_log = logger()}): its
+    events go to the global log when at or above the configured level.
+    """
+    return Logger(observer=observer)
+
+
+def set_level(level: str) -> None:
+    """
+    Set the minimum level of callapi's log events: one of C{debug},
+    C{info}, C{warn}, C{error}, C{critical}.
+
+    @raise twisted.constants.NamedConstant lookup error (ValueError): unknown name.
+    """
+    levels.setLogLevelForNamespace(None, LogLevel.levelWithName(level))

@@ -23,6 +23,8 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+
+from callapi.logging import logger
 from zope.interface import implementer
 
 from callapi.errors import MIError, MITimeout, MIUnavailable
@@ -83,7 +85,8 @@ class MIClientProtocol(DatagramProtocol):
     @ivar stats: counters C{sent}, C{replies}, C{timeouts}, C{dropped}.
     """
 
-    _log = Logger()
+    noisy = False
+    _log = logger()
 
     def __init__(self, clock: IReactorTime, peer: Any = None, timeout: float = 5.0) -> None:
         """
@@ -196,6 +199,9 @@ class MIClientProtocol(DatagramProtocol):
             entry.deferred.callback(reply["result"])
         else:
             entry.deferred.errback(MIError(entry.method, -32603, "reply without result or error"))
+
+    def startProtocol(self) -> None:
+        self._stopped = False
 
     def connectionRefused(self) -> None:
         """

@@ -12,6 +12,8 @@ import uuid
 from typing import Any, Callable
 
 from twisted.logger import Logger
+
+from callapi.logging import logger
 from zope.interface import implementer
 
 from callapi import jsonrpc, validation
@@ -37,7 +39,7 @@ class CommandRunner:
     @ivar running: C{{(session number, cmd_id): Command}}.
     """
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, ctx: Context, commands: dict[str, type[Command]] | None = None,
                  max_per_session: int = 1000) -> None:
@@ -83,7 +85,7 @@ class Session:
     @ivar running: cmd_id -> L{Command} of this client's running commands.
     """
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, runner: CommandRunner, number: int,
                  send: Callable[[str], None], peer: str = "") -> None:
@@ -105,7 +107,8 @@ class Session:
         to_start: list[Command] = []
         for item in parsed.items:
             if isinstance(item, jsonrpc.Invalid):
-                responses.append(jsonrpc.error(item.id, item.error))
+                if not item.notification:
+                    responses.append(jsonrpc.error(item.id, item.error))
                 continue
             try:
                 command = self._create(item)
@@ -121,7 +124,8 @@ class Session:
             to_start.append(command)
             if not item.is_notification:
                 responses.append(jsonrpc.result(item.id, {"cmd_id": command.cmd_id,
-                                                          "event": "Started"}))
+                                                          "event": "Started",
+                                                          **command.result_extra()}))
         if parsed.batch:
             if responses:
                 self._write(responses)
@@ -159,7 +163,7 @@ class Session:
                 del self._runner.running[key]
 
         command.finished.addCallback(forget)
-        self._log.info("client {peer} started {method} {cmd_id}", peer=self.peer,
+        self._log.debug("client {peer} started {method} {cmd_id}", peer=self.peer,
                        method=request.method, cmd_id=cmd_id)
         return command
 

@@ -20,6 +20,8 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+
+from callapi.logging import logger
 from twisted.python import usage
 
 from callapi import config as configfile
@@ -37,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "event-expire": 120,
     "max-message-size": 1 << 20,
     "hold-timeout": 130.0,
+    "ring-timeout": 60.0,
+    "transfer-start-timeout": 15.0,
+    "transfer-timeout": 130.0,
     "sip-uri": None,
     "log-level": "info",
     "log-file": None,
@@ -94,8 +99,15 @@ class Options(usage.Options):
                                          f"[default: {DEFAULTS['max-message-size']}]"],
         ["hold-timeout", None, None, "seconds a CallHold/CallUnhold waits for every leg "
                                      f"[default: {DEFAULTS['hold-timeout']}]"],
+        ["ring-timeout", None, None, "seconds CallStart lets the caller ring before cancelling "
+                                     f"[default: {DEFAULTS['ring-timeout']}]"],
+        ["transfer-start-timeout", None, None, "seconds to wait for E_CALL_TRANSFER start after a "
+                                               "transfer was accepted "
+                                               f"[default: {DEFAULTS['transfer-start-timeout']}]"],
+        ["transfer-timeout", None, None, "seconds to wait for a started transfer's outcome "
+                                         f"[default: {DEFAULTS['transfer-timeout']}]"],
         ["sip-uri", None, None, "next hop (OpenSIPS' SIP URI) for click-to-dial INVITEs"],
-        ["log-level", None, None, f"minimum level written to --log-file, one of {', '.join(LOG_LEVELS)}"],
+        ["log-level", None, None, f"minimum level of callapi's log, one of {', '.join(LOG_LEVELS)} [default: info]"],
         ["log-file", None, None, "also write callapi's log to this file"],
         ["manhole", None, None, "SSH endpoint for the debugging console, e.g. tcp:2222:interface=127.0.0.1"],
         ["manhole-keys", None, None, "authorized_keys file for the manhole (no passwords)"],
@@ -130,7 +142,8 @@ class Options(usage.Options):
             if not self[flag] and file_values.get(flag):
                 self[flag] = bool(file_values[flag])
         self["mi-timeout"] = _positive_float("mi-timeout", self["mi-timeout"])
-        self["hold-timeout"] = _positive_float("hold-timeout", self["hold-timeout"])
+        for name in ("hold-timeout", "ring-timeout", "transfer-start-timeout", "transfer-timeout"):
+            self[name] = _positive_float(name, self[name])
         self["event-expire"] = _positive_int("event-expire", self["event-expire"])
         self["max-message-size"] = _positive_int("max-message-size", self["max-message-size"])
         path = str(self["path"])
@@ -167,7 +180,7 @@ class CallApiService(MultiService):
     that does not resolve) exits with one line instead of a traceback.
     """
 
-    _log = Logger()
+    _log = logger()
 
     def privilegedStartService(self) -> None:
         try:
@@ -203,12 +216,17 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    from callapi.logging import set_level
+
+    set_level(options["log-level"])
     top = CallApiService()
     top.setName("callapi")
     if options["log-file"]:
         from callapi.logging import LogFileService
 
-        LogFileService(options["log-file"], options["log-level"]).setServiceParent(top)
+        logfile = LogFileService(options["log-file"], options["log-level"])
+        logfile.setName("logfile")
+        logfile.setServiceParent(top)
     opensips = OpenSIPSService(
         reactor, str(options["mi"]) if not options["demo"] else "udp:127.0.0.1:1",
         options["events"], mi_timeout=options["mi-timeout"],
@@ -222,7 +240,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         demo.setServiceParent(top)
     opensips.setServiceParent(top)
     ctx = Context(mi=opensips.mi, events=opensips.hub, clock=reactor,
-                  settings=Settings(hold_timeout=options["hold-timeout"]))
+                  settings=Settings(
+                      next_hop=options["sip-uri"] or None,
+                      hold_timeout=options["hold-timeout"],
+                      ring_timeout=options["ring-timeout"],
+                      transfer_start_timeout=options["transfer-start-timeout"],
+                      transfer_timeout=options["transfer-timeout"]))
     runner = CommandRunner(ctx)
     commands = _RunnerService(runner)
     commands.setName("commands")

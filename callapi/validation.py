@@ -37,7 +37,7 @@ _HOST = rf"(?:{_HOSTNAME}|{_IPV4}|{_IPV6})"
 _PARAM_CHARS = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+"
 _PARAMS = rf"(?:;{_PARAM_CHARS}(?:={_PARAM_CHARS})?)*"
 _SIP_URI = re.compile(
-    rf"sips?:(?:{_USER}(?::{_PASSWORD})?@)?{_HOST}(?::\d{{1,5}})?{_PARAMS}", re.ASCII)
+    rf"sips?:(?:{_USER}(?::{_PASSWORD})?@)?{_HOST}(?::(?P<port>\d{{1,5}}))?{_PARAMS}", re.ASCII)
 MAX_URI = 512
 
 LEGS = ("caller", "callee")
@@ -64,10 +64,11 @@ def sip_uri(name: str, value: Any) -> str:
     """
     if not isinstance(value, str) or not value:
         raise invalid_params(f"{name} must be a non-empty string (a SIP URI)")
-    if len(value) > MAX_URI or not _SIP_URI.fullmatch(value):
+    match = _SIP_URI.fullmatch(value) if len(value) <= MAX_URI else None
+    if match is None:
         raise invalid_params(f"{name} is not a valid SIP URI (e.g. sip:alice@example.com)")
-    port = re.search(r"@?[^@]*:(\d{1,5})(?:;|$)", value.split(":", 1)[1])
-    if port and int(port.group(1)) > 65535:
+    port = match.group("port")
+    if port is not None and int(port) > 65535:
         raise invalid_params(f"{name} has a port above 65535")
     return value
 

@@ -12,6 +12,8 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
 
+from callapi.logging import logger
+
 from callapi.rpc import CommandRunner, Session
 
 #: WebSocket close code for "unsupported data" (RFC 6455 section 7.4.1).
@@ -24,7 +26,7 @@ class CallApiProtocol(WebSocketServerProtocol):
     messages over the size limit are closed by Autobahn with 1009.
     """
 
-    _log = Logger()  # Autobahn owns self.log
+    _log = logger()  # Autobahn owns self.log
     _session: Session | None = None
 
     def onConnect(self, request: Any) -> None:
@@ -62,6 +64,7 @@ class CallApiFactory(WebSocketServerFactory):
     """
 
     protocol = CallApiProtocol
+    noisy = False
 
     def __init__(self, runner: CommandRunner, path: str = "/call-api",
                  max_message_size: int = 1 << 20, reactor: Any = None) -> None:

@@ -14,6 +14,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from callapi.logging import logger
+
 from callapi.errors import error_text
 from callapi.interfaces import IEventHub, IMIClient, INotificationSink, ISubscription
 
@@ -40,16 +42,41 @@ class Settings:
     """
     Command timeouts, all in seconds.
 
+    @ivar next_hop: CallStart: SIP URI given as C{next_hop} to C{t_uac_dlg}
+        (the Go tool's C{sip.uri}), or C{None}.
     @ivar hold_timeout: longest a CallHold/CallUnhold waits for every leg's
         E_CALL_HOLD C{ok}/C{fail}; the default covers tm's C{fr_inv_timeout}
         (120 s) for a leg that never answers its re-INVITE.
     @ivar hold_event_grace: after OpenSIPS answered "OK", how long to wait
         for the first E_CALL_HOLD C{start} before reporting that no event
         came (lost datagram or broken subscription).
+    @ivar ring_timeout: CallStart: how long the caller's phone may ring
+        before the INVITE is cancelled (C{t_uac_cancel}).
+    @ivar answer_confirm_wait: CallStart: after the caller answered, how long
+        to wait for the dialog's E_DLG_STATE_CHANGED 3->4 before trying the
+        transfer anyway (404/410 answers are retried).
+    @ivar transfer_start_timeout: how long to wait for E_CALL_TRANSFER
+        C{start} after OpenSIPS accepted the transfer (no event at all is a
+        real outcome: REFER rejected, NOTIFY race lost).
+    @ivar transfer_timeout: how long to wait for C{ok}/C{fail} after
+        C{start}; covers tm's C{fr_inv_timeout} (120 s).
+    @ivar transfer_old_gone_grace: how long to still wait for C{start} once
+        the transferred dialog ended.
+    @ivar transfer_retries: CallStart: how often a 404/410 answer to
+        C{call_transfer} is retried (the dialog is not confirmed yet).
+    @ivar transfer_retry_delay: seconds between those retries.
     """
 
+    next_hop: str | None = None
     hold_timeout: float = 130.0
     hold_event_grace: float = 2.0
+    ring_timeout: float = 60.0
+    answer_confirm_wait: float = 2.0
+    transfer_start_timeout: float = 15.0
+    transfer_timeout: float = 130.0
+    transfer_old_gone_grace: float = 2.0
+    transfer_retries: int = 3
+    transfer_retry_delay: float = 0.5
 
 
 @attrs.define
@@ -80,7 +107,7 @@ class Command:
     """
 
     method: ClassVar[str] = ""
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, ctx: Context, cmd_id: str, params: dict[str, Any],
                  sink: INotificationSink) -> None:
@@ -114,6 +141,12 @@ class Command:
 
     def start(self) -> None:
         raise NotImplementedError
+
+    def result_extra(self) -> dict[str, Any]:
+        """
+        Extra members of the C{Started} result (e.g. CallStart's C{callid}).
+        """
+        return {}
 
     def emit(self, event: str, data: Any = None) -> None:
         """

@@ -1,0 +1,192 @@
+"""
+C{CallStart}: click-to-dial.  OpenSIPS calls the caller (MI C{t_uac_dlg}
+INVITE, tm module); once the caller answered, callops transfers that leg to
+the callee (C{call_transfer leg=callee}, a REFER to the caller's phone, RFC
+3515), and the first dialog is ended through the proxy (C{dlg_end_dlg})
+if it is still up.
+
+Traces: C{a_click_to_dial_success*} (the flow), C{b_click_to_dial_*}
+(caller busy 486, unknown 404, offline 408 with Message, no answer 408
+without Message after fr_inv_timeout, cancel), C{c_click_to_dial_*} (the
+callee rejects: E_CALL_TRANSFER C{fail}), 3.4 README "t_uac_dlg".
+
+The INVITE loops through OpenSIPS itself (its R-URI user is routed by the
+script, which calls C{create_dialog()}), so the dialog's "caller" leg is
+OpenSIPS' local UAC and its "callee" leg is the caller's phone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from callapi import validation
+from callapi.errors import MIError
+from callapi.scenarios.transfer import TransferCommand
+
+#: The offer of the click-to-dial INVITE: one PCMU stream, no address (the
+#: phone is re-INVITEd / REFERred before any media flows).  As the Go tool.
+CLICK_TO_DIAL_SDP = (
+    "v=0\r\no=click-to-dial 0 0 IN IP4 0.0.0.0\r\ns=session\r\nc=IN IP4 0.0.0.0\r\n"
+    "t=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+#: Longest ring timeout a client may ask for, in seconds.
+MAX_RING_TIMEOUT = 600.0
+
+
+def ring_timeout(name: str, value: Any) -> float:
+    """
+    A ring timeout in seconds: a number > 0 and <= L{MAX_RING_TIMEOUT}.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_RING_TIMEOUT:
+        raise validation.invalid_params(f"{name} must be a number of seconds, 0 < {name} <= {MAX_RING_TIMEOUT:g}")
+    return float(value)
+
+
+class CallStart(TransferCommand):
+    """
+    Params: C{caller}, C{callee} (SIP URIs), optional C{ring_timeout}
+    (seconds; default C{Settings.ring_timeout}).
+
+    Started result: also carries C{callid}, the Call-ID of the first call
+    (to the caller), so that C{CallEnd} works while it rings.
+
+    Events: C{CallerAnswered {caller, callee}}, C{Transferring {caller,
+    destination}}, C{TransferStart {callid, caller, callee}},
+    C{TransferPending {callid, caller, callee, extra}}*, C{CalleeAnswered
+    {callid, caller, callee}}, C{Ended}; C{callid} there is the new call's.
+
+    Errors (one C{Error}, then C{Ended}): the caller's final SIP status
+    (C{"486 Busy Here"}, C{"404 User Not Found"}, C{"408 Request Timeout"},
+    C{"487 Request Terminated"} after a CallEnd while ringing); the ring
+    timeout (the INVITE is cancelled); C{"transfer failed with status 486
+    Busy Here"} when the callee rejects (the caller's call is then ended);
+    OpenSIPS MI errors and timeouts.
+    """
+
+    method = "CallStart"
+    success_event = "CalleeAnswered"
+    end_old_dialog_on_failure = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Call-ID of the first call; generated here, never from client input
+        self.callid = str(uuid.uuid4())
+
+    @staticmethod
+    def check(params: dict[str, Any]) -> dict[str, Any]:
+        """
+        @raise RPCError: -32602 naming the bad parameter.
+        """
+        return validation.check_params(
+            params, {"caller": validation.sip_uri, "callee": validation.sip_uri},
+            {"ring_timeout": ring_timeout})
+
+    def result_extra(self) -> dict[str, Any]:
+        return {"callid": self.callid}
+
+    # phase 1: call the caller
+
+    def start(self) -> None:
+        caller, callee = self.params["caller"], self.params["callee"]
+        self._answered = False
+        self._confirmed = False
+        self._transferring = False
+        self._attempts = 0
+        self.listen("E_DLG_STATE_CHANGED", self.callid, self._on_first_dialog)
+        ring = self.params.get("ring_timeout", self.ctx.settings.ring_timeout)
+        self._ring_timer = self.call_later(ring, self._ring_timeout, ring)
+        headers = (f"From: <{caller}>\r\nTo: <{callee}>\r\nContact: <{caller}>\r\n"
+                   f"Content-Type: application/sdp\r\nCSeq: 1 INVITE\r\nCall-Id: {self.callid}\r\n")
+        params = {"method": "INVITE", "ruri": caller, "headers": headers,
+                  "body": CLICK_TO_DIAL_SDP}
+        if self.ctx.settings.next_hop:
+            params["next_hop"] = self.ctx.settings.next_hop
+        self.state = f"calling {caller}"
+        # the MI reply comes with the final SIP answer: allow the ring time
+        self.request(self.ctx.names.uac_dlg, params, self._on_invite_answer,
+                     timeout=ring + 10.0)
+
+    def _on_invite_answer(self, result: Any) -> None:
+        if self._ring_timer.active():
+            self._ring_timer.cancel()
+        status = result.get("Status") if isinstance(result, dict) else None
+        if not isinstance(status, str) or not status[:1] == "2":
+            self.fail(status if isinstance(status, str) else f"unexpected t_uac_dlg result {result!r}")
+            return
+        self._answered = True
+        self.state = "caller answered"
+        self.emit("CallerAnswered", {"caller": self.params["caller"], "callee": self.params["callee"]})
+        if self._confirmed:
+            self._transfer()
+        else:
+            self.call_later(self.ctx.settings.answer_confirm_wait, self._transfer)
+
+    def _on_first_dialog(self, params: dict[str, Any]) -> None:
+        new_state = params.get("new_state")
+        if new_state == 4:
+            self._confirmed = True
+            if self._answered:
+                self._transfer()
+        elif new_state == 5 and not self._transferring:
+            if self._answered:
+                self.fail(f"{self.params['caller']} hung up before the transfer to "
+                          f"{self.params['callee']}")
+            else:
+                # ended while ringing (CallEnd, or a rejection whose MI reply
+                # is on its way): the t_uac_dlg reply of a cancelled looped
+                # INVITE may take fr_inv_timeout (b_click_to_dial_cancel).
+                self.call_later(1.0, self._ended_while_ringing)
+
+    def _ended_while_ringing(self) -> None:
+        if not self._answered:
+            self.fail(f"487 Request Terminated: the call to {self.params['caller']} "
+                      "ended before it was answered")
+
+    def _ring_timeout(self, ring: float) -> None:
+        if self._answered:
+            return
+        self.request(self.ctx.names.uac_cancel, {"callid": self.callid, "cseq": "1"},
+                     lambda _: None, lambda _: None)
+        self.fail(f"408 Request Timeout: {self.params['caller']} did not answer within "
+                  f"{ring:g} s (INVITE cancelled)")
+
+    # phase 2: transfer the answered caller to the callee
+
+    def _transfer(self) -> None:
+        if self._transferring:
+            return
+        self._transferring = True
+        self.begin_transfer()
+
+    def transfer_refused(self, reason: BaseException) -> None:
+        """
+        Retry a 404/410 (the proxy's dialog is not confirmed yet) a bounded
+        number of times; fail otherwise.
+        """
+        settings = self.ctx.settings
+        if (isinstance(reason, MIError) and reason.code in (404, 410)
+                and self._attempts < settings.transfer_retries):
+            self._attempts += 1
+            self.call_later(settings.transfer_retry_delay, self.send_transfer)
+            return
+        self.end_old_dialog(lambda: self.fail(reason))
+
+    def transfer_params(self) -> dict[str, Any]:
+        return {"callid": self.callid, "leg": "callee", "destination": self.params["callee"]}
+
+    def watched_callids(self) -> list[str]:
+        return [self.callid]
+
+    def old_callid(self) -> str:
+        return self.callid
+
+    def transferring_data(self) -> Any:
+        return {"caller": self.params["caller"], "destination": self.params["callee"]}
+
+    def event_data(self, new_callid: str, destination: str | None, extra: str | None = None) -> Any:
+        data = {"callid": new_callid, "caller": self.params["caller"],
+                "callee": self.params["callee"]}
+        if extra is not None:
+            data["extra"] = extra
+        return data
