@@ -353,11 +353,11 @@ def _conch_classes() -> types.SimpleNamespace:
     """
     The classes that subclass conch, defined on first use.
     """
-    from twisted.internet.error import ProcessTerminated
     from twisted.conch.checkers import IAuthorizedKeysDB
     from twisted.conch.interfaces import IConchUser
     from twisted.conch.manhole import ColoredManhole
     from twisted.conch.manhole_ssh import TerminalSession
+    from twisted.internet.error import ProcessTerminated
 
     @implementer(IAuthorizedKeysDB)
     class AuthorizedKeysFile:
@@ -476,8 +476,9 @@ class _AuditingKeyChecker:
             return avatar_id
 
         def refused(reason: Failure) -> Failure:
-            _log.warn("manhole login refused for {user}: key {fingerprint} not in {keys_file}",
-                      **describe())
+            _log.warn("manhole login refused for {user} with key {fingerprint} "
+                      "(keys from {keys_file}): {error}",
+                      error=reason.getErrorMessage(), **describe())
             return reason
 
         return d.addCallbacks(accepted, refused)

@@ -62,13 +62,13 @@ class Daemon:
 
 
 async def start_daemon(reactor: Any, *extra: str, mi: str | None = None,
-                       emulator_version: str = "3.4") -> Daemon:
+                       emulator_version: str = "3.4", delay_scale: float = 0) -> Daemon:
     """
     Start an emulator and a daemon pointed at it (or at C{mi}); wait until
     the WebSocket port listens and, with the emulator, the subscriptions
     were answered.
     """
-    running = start_emulator(reactor, delay_scale=0, version=emulator_version)
+    running = start_emulator(reactor, delay_scale=delay_scale, version=emulator_version)
     host, port = running.mi_address
     options = Options()
     options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1",
