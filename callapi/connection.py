@@ -124,7 +124,7 @@ class OpenSIPSService(Service):
 
     def __init__(self, reactor: Any, mi_address: str, events_address: str | None = None,
                  mi_timeout: float = 5.0, event_expire: int = 120,
-                 subscribe_method: str = "event_subscribe") -> None:
+                 names: Any = None) -> None:
         """
         @raise AddressError: for an address that cannot be parsed.
         """
@@ -136,7 +136,10 @@ class OpenSIPSService(Service):
         self.hub = EventHub()
         self.receiver = EventReceiverProtocol(self.hub)
         self.event_expire = event_expire
-        self.subscribe_method = subscribe_method
+        from callapi.scenarios.base import MINames
+
+        #: MI command names, updated from the proxy's C{which} at start
+        self.names = names if names is not None else MINames()
         self.subscriptions: SubscriptionManager | None = None
         self.event_socket = ""
         self._ports: list[Any] = []
@@ -187,8 +190,36 @@ class OpenSIPSService(Service):
                        mi=str(mi), events=self.event_socket)
         self.subscriptions = SubscriptionManager(
             reactor, self.mi, self.event_socket, expire=self.event_expire,
-            subscribe_method=self.subscribe_method)
-        self.subscriptions.start().chainDeferred(self.subscribed)
+            subscribe_method=self.names.subscribe)
+        self._detect().addCallback(lambda _: self._subscribe()).chainDeferred(self.subscribed)
+
+    def _detect(self) -> Deferred[None]:
+        """
+        Ask the proxy which MI commands it has (C{which}) and pick the names
+        to use; on failure keep the 3.x names (4.0 accepts them as aliases).
+        """
+        def got(commands: Any) -> None:
+            if not isinstance(commands, list):
+                self._log.warn("unexpected which reply {reply!r}; using 3.x MI names", reply=commands)
+                return
+            self.names.use([c for c in commands if isinstance(c, str)])
+            missing = self.names.missing(commands)
+            self._log.info("OpenSIPS MI names: {family} style; per-leg hold {per_leg}",
+                           family=self.names.family, per_leg=self.names.per_leg_hold)
+            if missing:
+                self._log.error("OpenSIPS lacks MI commands {missing}: load the tm, dialog and "
+                                "callops modules", missing=", ".join(missing))
+
+        def failed(reason: Any) -> None:
+            self._log.warn("cannot ask OpenSIPS which MI commands it has ({error}); "
+                           "using the 3.x names", error=str(reason.value))
+
+        return self.mi.call("which").addCallbacks(got, failed)
+
+    def _subscribe(self) -> Deferred[None]:
+        assert self.subscriptions is not None
+        self.subscriptions.subscribe_method = self.names.subscribe
+        return self.subscriptions.start()
 
     def stopService(self) -> Deferred[None]:
         """

@@ -151,6 +151,7 @@ class Session:
             raise RPCError(TOO_MANY_COMMANDS, "too many running commands",
                            f"limit {self._runner.max_per_session} per connection")
         checked = cls.check(params)  # type: ignore[attr-defined]
+        cls.check_context(checked, self._runner.ctx)
         command = cls(self._runner.ctx, cmd_id, checked, self)
         self.running[cmd_id] = command
         key = (self.number, cmd_id)

@@ -27,7 +27,7 @@ from twisted.python import usage
 from callapi import config as configfile
 from callapi.connection import AddressError, OpenSIPSService, parse_address
 from callapi.rpc import CommandRunner
-from callapi.scenarios import Context, Settings
+from callapi.scenarios import Context, MINames, Settings
 from callapi.ws import CallApiFactory
 
 DEFAULTS: dict[str, Any] = {
@@ -227,10 +227,11 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         logfile = LogFileService(options["log-file"], options["log-level"])
         logfile.setName("logfile")
         logfile.setServiceParent(top)
+    names = MINames()
     opensips = OpenSIPSService(
         reactor, str(options["mi"]) if not options["demo"] else "udp:127.0.0.1:1",
         options["events"], mi_timeout=options["mi-timeout"],
-        event_expire=options["event-expire"])
+        event_expire=options["event-expire"], names=names)
     opensips.setName("opensips")
     if options["demo"]:
         from callapi.demo import DemoService
@@ -239,7 +240,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         demo.setName("demo")
         demo.setServiceParent(top)
     opensips.setServiceParent(top)
-    ctx = Context(mi=opensips.mi, events=opensips.hub, clock=reactor,
+    ctx = Context(mi=opensips.mi, events=opensips.hub, clock=reactor, names=names,
                   settings=Settings(
                       next_hop=options["sip-uri"] or None,
                       hold_timeout=options["hold-timeout"],

@@ -358,3 +358,47 @@ async def test_call_start_validation(daemon: Daemon) -> None:
         assert result.response["error"] == {"code": -32602, "message": "Invalid params", "data": data}
     assert daemon.opensips.mi.stats["sent"] == sent
     client.sendClose()
+
+
+# OpenSIPS 4.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_opensips_40_names_and_per_leg_hold(reactor: Any) -> None:
+    """
+    Against the 4.0 emulator: the daemon learns the module:cmd names from
+    `which` (4.0 README "MI command names") and accepts `leg` on holds
+    (4.0 README "callops:hold"); both legs are still re-INVITEd.
+    """
+    daemon = await start_daemon(reactor, emulator_version="4.0")
+    try:
+        names = daemon.opensips.names
+        assert (names.family, names.hold, names.transfer, names.subscribe) == (
+            "4.0", "callops:hold", "callops:transfer", "evi:subscribe")
+        callid = await daemon.call("alice", "bob")
+        client = await daemon.client()
+        hold = await client.command("CallHold", {"callid": callid, "leg": "caller"})
+        assert hold.events == ["CallHolding", "CallHoldStart", "CallHoldStart",
+                               "CallHoldSuccessful", "CallHoldSuccessful", "Ended"]
+        unhold = await client.command("CallUnhold", {"callid": callid, "leg": "caller"})
+        assert unhold.events[-1] == "Ended" and "Error" not in unhold.events
+        bad = await client.command("CallHold", {"callid": callid, "leg": "both"})
+        assert bad.response["error"]["code"] == -32602
+        start = await client.command("CallStart", {"caller": ALICE, "callee": BOB})
+        assert start.events[-2:] == ["CalleeAnswered", "Ended"]
+        client.sendClose()
+    finally:
+        await daemon.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_opensips_34_refuses_per_leg_hold(daemon: Daemon) -> None:
+    assert daemon.opensips.names.family == "3.x"
+    client = await daemon.client()
+    sent = daemon.opensips.mi.stats["sent"]
+    result = await client.command("CallHold", {"callid": "abc", "leg": "callee"})
+    assert result.response["error"] == {
+        "code": -32602, "message": "Invalid params",
+        "data": "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it"}
+    assert daemon.opensips.mi.stats["sent"] == sent
+    client.sendClose()

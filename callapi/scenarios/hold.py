@@ -53,7 +53,18 @@ class CallHold(Command):
         @raise RPCError: -32602 when C{callid} is missing or not a Call-ID,
             or an unknown parameter is present.
         """
-        return validation.check_params(params, {"callid": validation.callid})
+        return validation.check_params(params, {"callid": validation.callid},
+                                       {"leg": validation.leg})
+
+    @staticmethod
+    def check_context(params: dict[str, Any], ctx: Any) -> None:
+        """
+        @raise RPCError: -32602 for C{leg} when the proxy has no per-leg
+            hold (3.x rejects any extra MI parameter).
+        """
+        if "leg" in params and not ctx.names.per_leg_hold:
+            raise validation.invalid_params(
+                "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it")
 
     def mi_method(self) -> str:
         return self.ctx.names.hold
@@ -69,7 +80,10 @@ class CallHold(Command):
         self.listen("E_CALL_HOLD", callid, self._on_event)
         timeout = self.ctx.settings.hold_timeout
         self.call_later(timeout, self._timed_out, timeout)
-        self.request(self.mi_method(), {"callid": callid}, self._on_accepted)
+        params = {"callid": callid}
+        if "leg" in self.params:
+            params["leg"] = self.params["leg"]
+        self.request(self.mi_method(), params, self._on_accepted)
 
     # inputs
 
