@@ -5,7 +5,7 @@ Everything here is pure data/logic (no Twisted): which names exist on 3.4 and
 on 4.0, how 4.0 resolves a method name, which parameter sets ("recipes") a
 command accepts and which JSON-RPC error a mismatch gives.
 
-Sources (all under C{/work/shared/opensips-traces}):
+Sources (all under C{../shared/opensips-traces}):
   - C{3.4/which_and_meta.jsonl}: the 65 names of C{which} on 3.4, in order.
   - C{4.0/which_and_meta.jsonl}: the 69 canonical names on 4.0, in order,
     C{which command=<module>:}, C{-32001 Method ambiguous}, mixed forms.

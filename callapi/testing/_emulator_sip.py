@@ -4,7 +4,7 @@ and the trace-derived timings.
 
 Nothing here sends anything; L{callapi.testing.opensips} drives it.  All
 timings are milliseconds measured in the traces under
-C{/work/shared/opensips-traces/{3.4,4.0}} (the docstring or comment of each
+C{../shared/opensips-traces/{3.4,4.0}} (the docstring or comment of each
 constant names the trace), multiplied by the emulator's C{delay_scale} when
 scheduled.
 """

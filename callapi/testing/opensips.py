@@ -5,7 +5,7 @@ It answers the Management Interface (JSON-RPC over datagrams, module
 C{mi_datagram}) and raises EVI events (module C{event_datagram}) the way a
 real OpenSIPS 3.4.18 or 4.0.1 with the C{tm}, C{dialog} and C{callops}
 modules did in the reference captures under
-C{/work/shared/opensips-traces/{3.4,4.0}} (the "traces"), for calls between
+C{../shared/opensips-traces/{3.4,4.0}} (the "traces"), for calls between
 simulated phones (L{Phone}).  Every behaviour below names the trace it
 follows; the replay test C{tests/test_emulator_traces.py} checks the
 emulator against those traces.
