@@ -55,7 +55,8 @@ from callapi import __version__
 
 PROG = "callapi-client"
 DEFAULT_URL = "ws://127.0.0.1:5059/call-api"
-DEFAULT_TIMEOUT = 60.0
+#: Longer than the daemon's own bounds (ring 60 s + transfer start 15 s + outcome 130 s).
+DEFAULT_TIMEOUT = 300.0
 REQUEST_ID = 1
 
 EXIT_OK = 0

@@ -26,11 +26,6 @@ CALLID = "6c93c431e29d3500"
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def transport() -> FakeDatagramTransport:
     return FakeDatagramTransport()
 
