@@ -313,7 +313,7 @@ def test_parse_params_duplicates_and_cmd_id() -> None:
 def test_parse_args_defaults() -> None:
     assert parse_args(["Echo"]) == ClientOptions(method="Echo")
     assert ClientOptions(method="Echo").url == URL
-    assert ClientOptions(method="Echo").timeout == 60
+    assert ClientOptions(method="Echo").timeout == 300
 
 
 def test_parse_args_everything_intermixed() -> None:
