@@ -144,8 +144,8 @@ class CallStart(TransferCommand):
                       "ended before it was answered")
 
     def _ring_timeout(self, ring: float) -> None:
-        if self._answered:
-            return
+        if self._answered or self._confirmed:
+            return  # answered: the 200's MI reply is on its way (trace race)
         self.request(self.ctx.names.uac_cancel, {"callid": self.callid, "cseq": "1"},
                      lambda _: None, lambda _: None)
         self.fail(f"408 Request Timeout: {self.params['caller']} did not answer within "

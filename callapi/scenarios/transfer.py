@@ -87,9 +87,8 @@ class TransferCommand(Command):
         for callid in self.watched_callids():
             self.listen("E_CALL_TRANSFER", callid, self._on_transfer_event)
         self.listen("E_DLG_STATE_CHANGED", self.old_callid(), self._on_old_dialog)
-        settings = self.ctx.settings
-        self._no_event_timer = self.call_later(settings.transfer_start_timeout,
-                                               self._no_start, settings.transfer_start_timeout)
+        self._no_event_timer: Any = None
+        self._outcome_timer: Any = None
         self.send_transfer()
 
     def send_transfer(self) -> None:
@@ -108,9 +107,14 @@ class TransferCommand(Command):
 
     def _on_accepted(self, result: Any) -> None:
         if isinstance(result, dict) and isinstance(result.get("Code"), int) and result["Code"] >= 300:
-            self.fail(f"REFER rejected with status {result['Code']} {result.get('Reason', '')}".rstrip())
+            self.transfer_failed(
+                f"REFER rejected with status {result['Code']} {result.get('Reason', '')}".rstrip())
             return
         self._accepted = True
+        if not self._started:
+            # counted from OpenSIPS' acceptance (CallStart may have retried)
+            timeout = self.ctx.settings.transfer_start_timeout
+            self._no_event_timer = self.call_later(timeout, self._no_start, timeout)
         self.emit(self.transferring_event, self.transferring_data())
         held_back, self._held_back = self._held_back, []
         for params in held_back:
@@ -128,7 +132,7 @@ class TransferCommand(Command):
 
     def _gone_before_start(self, grace: float) -> None:
         if not self._started:
-            self.fail(CommandTimeout(
+            self.transfer_failed(CommandTimeout(
                 f"E_CALL_TRANSFER start after the call {self.old_callid()} ended "
                 "(the transferee hung up before its INVITE was linked)", grace))
 
@@ -162,6 +166,8 @@ class TransferCommand(Command):
             if not self._started:
                 self._start(new_callid, destination)
             self._finished = True
+            if self._outcome_timer is not None and self._outcome_timer.active():
+                self._outcome_timer.cancel()
             if state == "ok":
                 self.on_success()
             else:
@@ -171,10 +177,10 @@ class TransferCommand(Command):
         self._started = True
         self._new_callid = new_callid
         self._destination = destination or self._destination
-        if self._no_event_timer.active():
+        if self._no_event_timer is not None and self._no_event_timer.active():
             self._no_event_timer.cancel()
         timeout = self.ctx.settings.transfer_timeout
-        self.call_later(timeout, self._no_outcome, timeout)
+        self._outcome_timer = self.call_later(timeout, self._no_outcome, timeout)
         self.state = f"transfer started, new call {new_callid}"
         self.emit(self.start_event, self.event_data(new_callid, self._destination))
 
@@ -190,11 +196,18 @@ class TransferCommand(Command):
         """
         The new call failed with SIP C{status} (e.g. C{"486 Busy Here"}).
         """
-        text = f"transfer failed with status {status}"
+        self.transfer_failed(f"transfer failed with status {status}")
+
+    def transfer_failed(self, reason: BaseException | str) -> None:
+        """
+        End the command with C{Error(reason)}; first end the transferred
+        dialog when L{end_old_dialog_on_failure} (CallStart: the caller
+        must not stay in a call with nobody).
+        """
         if self.end_old_dialog_on_failure:
-            self.end_old_dialog(lambda: self.fail(text))
+            self.end_old_dialog(lambda: self.fail(reason))
         else:
-            self.fail(text)
+            self.fail(reason)
 
     def end_old_dialog(self, then: Any) -> None:
         """
@@ -218,12 +231,12 @@ class TransferCommand(Command):
 
     def _no_start(self, timeout: float) -> None:
         if not self._started:
-            self.fail(CommandTimeout(
+            self.transfer_failed(CommandTimeout(
                 "E_CALL_TRANSFER start: the REFER may have been rejected or the "
                 "transferee never sent its INVITE", timeout))
 
     def _no_outcome(self, timeout: float) -> None:
-        self.fail(CommandTimeout(f"the outcome of the transfer to {self._destination or 'the target'} "
+        self.transfer_failed(CommandTimeout(f"the outcome of the transfer to {self._destination or 'the target'} "
                                  f"(new call {self._new_callid})", timeout))
 
 
