@@ -159,9 +159,12 @@ class OpenSIPSService(Service):
         mi = self.mi_address
         if mi.kind == "udp":
             mi_ip = resolve_ipv4(mi.host, "MI address")
+            # not connect()ed: on a connected UDP socket an ICMP "port
+            # unreachable" (OpenSIPS down) makes the reactor drop the socket
+            # for good; the MI client filters replies by source instead.
+            self.mi.peer = (mi_ip, mi.port)
             port = reactor.listenUDP(0, self.mi, maxPacketSize=MAX_DATAGRAM)
             self._ports.append(port)
-            port.connect(mi_ip, mi.port)
         else:
             mi_ip = "127.0.0.1"
             self._tempdir = tempfile.mkdtemp(prefix="callapi-")
@@ -216,8 +219,9 @@ class OpenSIPSService(Service):
 
         return self.mi.call("which").addCallbacks(got, failed)
 
-    def _subscribe(self) -> Deferred[None]:
-        assert self.subscriptions is not None
+    def _subscribe(self) -> Deferred[None] | None:
+        if not self.running or self.subscriptions is None:
+            return None  # stopped while `which` was pending
         self.subscriptions.subscribe_method = self.names.subscribe
         return self.subscriptions.start()
 

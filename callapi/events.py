@@ -193,6 +193,7 @@ class SubscriptionManager:
         self.status: dict[str, dict[str, Any]] = {}
         self._timer: IDelayedCall | None = None
         self._running = False
+        self._stopped = False
 
     def start(self) -> Deferred[None]:
         """
@@ -201,6 +202,8 @@ class SubscriptionManager:
         @return: a Deferred that fires (never fails) when the first round of
             answers came; failures are logged and retried at the next refresh.
         """
+        if self._stopped:
+            return Deferred.fromCoroutine(_nothing())
         self._running = True
         return self._subscribe_all()
 
@@ -247,8 +250,13 @@ class SubscriptionManager:
             requests failed); never fails.
         """
         self._running = False
+        self._stopped = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
         rounds = [self._subscribe(event, 0, timeout) for event in self.events]
         return DeferredList(rounds, consumeErrors=True).addCallback(lambda _: None)
+
+
+async def _nothing() -> None:
+    return None

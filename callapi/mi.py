@@ -92,12 +92,13 @@ class MIClientProtocol(DatagramProtocol):
         """
         @param clock: where request timers run.
         @param peer: destination for C{transport.write}: an C{(ip, port)}
-            tuple for an unconnected UDP socket, or C{None} for a connected
-            socket (UDP C{connect()} or unix datagram).
+            tuple for an unconnected UDP socket (replies from any other
+            address are dropped), or C{None} for a connected socket (unix
+            datagram).
         @param timeout: default seconds to wait for a final reply.
         """
         self._clock = clock
-        self._peer = peer
+        self.peer = peer
         self.timeout = timeout
         self._ids = itertools.count(1)
         self.pending: dict[str, _Pending] = {}
@@ -130,10 +131,10 @@ class MIClientProtocol(DatagramProtocol):
         self._log.debug("MI request {mi_id} {mi_method} {params}",
                         mi_id=request_id, mi_method=method, params=params)
         try:
-            if self._peer is None:
+            if self.peer is None:
                 self.transport.write(datagram)
             else:
-                self.transport.write(datagram, self._peer)
+                self.transport.write(datagram, self.peer)
         except Exception as e:  # socket errors: message too long, unreachable ...
             self.pending.pop(key, None)
             entry.timer.cancel()
@@ -157,8 +158,14 @@ class MIClientProtocol(DatagramProtocol):
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         """
         Match one reply datagram to its request.  Anything unexpected
-        (non-JSON, not an object, unknown or late id) is logged and dropped.
+        (from another address than the MI peer, non-JSON, not an object,
+        unknown or late id) is logged and dropped.
         """
+        if self.peer is not None and isinstance(addr, tuple) and tuple(addr[:2]) != tuple(self.peer):
+            self.stats["dropped"] += 1
+            self._log.warn("dropped a datagram from {addr}, not from OpenSIPS MI {peer}",
+                           addr=addr, peer=self.peer)
+            return
         try:
             reply = json.loads(data)
         except (ValueError, RecursionError):

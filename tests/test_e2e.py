@@ -304,3 +304,36 @@ async def test_unsubscribes_on_stop(reactor: Any) -> None:
                if s == socket}
     assert expires == {"E_CALL_TRANSFER": 0, "E_CALL_HOLD": 0, "E_DLG_STATE_CHANGED": 0}
     await daemon.running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_survives_opensips_down_then_up(reactor: Any) -> None:
+    """
+    OpenSIPS is down (ICMP port unreachable for every MI datagram): commands
+    end with an Error naming the MI timeout; once OpenSIPS is up on that
+    address, the same daemon works again and re-subscribes.
+    """
+    probe = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+    port = probe.getHost().port
+    await probe.stopListening()
+    daemon = await start_daemon(reactor, "--mi-timeout", "0.3", "--event-expire", "3",
+                                mi=f"udp:127.0.0.1:{port}")
+    later = None
+    try:
+        client = await daemon.client()
+        down = await client.command("CallHold", {"callid": "abc"})
+        assert down.data("Error") == ["OpenSIPS did not answer MI call_hold within 0.3 s"]
+        later = start_emulator(reactor, port=port, delay_scale=0)
+        socket = daemon.opensips.event_socket
+        # refreshed every min(expire/3, 60) = 1 s
+        await until(reactor, lambda: any(s == socket for (_, s) in later.emulator.subscribers))
+        callid = later.emulator.add_call("sip:alice@127.0.0.1", "sip:bob@127.0.0.1")
+        await until(reactor, lambda: later.emulator.dialogs[callid].state == 4)
+        up = await client.command("CallHold", {"callid": callid})
+        assert up.events == HOLD
+        client.sendClose()
+    finally:
+        await daemon.top.stopService()
+        await daemon.running.stop()
+        if later is not None:
+            await later.stop()
