@@ -13,20 +13,11 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from callapi.testing.opensips import Phone
-from tests.test_e2e import Daemon, start_daemon, until
+from tests.test_e2e import Daemon, daemon, start_daemon, until  # noqa: F401 (fixture)
 
 ALICE, BOB, CINDY = "sip:alice@127.0.0.1", "sip:bob@127.0.0.1", "sip:cindy@127.0.0.1"
 DAVE, ERIN = "sip:dave@127.0.0.1", "sip:erin@127.0.0.1"
 BUSY, NOBODY = "sip:busy@127.0.0.1", "sip:nobody@127.0.0.1"
-
-
-@pytest.fixture
-def daemon(reactor: Any) -> Any:
-    started = pytest_twisted.blockon(Deferred.fromCoroutine(start_daemon(reactor)))
-    yield started
-    pytest_twisted.blockon(Deferred.fromCoroutine(started.stop()))
-    assert started.runner.running == {}
-    assert started.opensips.hub.registrations == 0
 
 
 def pairs(result: Any) -> list[tuple[str, Any]]:
