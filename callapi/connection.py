@@ -107,6 +107,34 @@ def local_address_towards(ip: str) -> str:
         probe.close()
 
 
+_module_log = logger()
+
+#: Receive buffer asked for the MI and event sockets, in bytes: a burst of
+#: commands brings 4+ events each, and the default (~208 KiB) overflows.
+RECEIVE_BUFFER = 4 << 20
+
+
+def enlarge_receive_buffer(port: Any, what: str, size: int = RECEIVE_BUFFER) -> int:
+    """
+    Ask the kernel for a C{size}-byte receive buffer on a datagram port.
+
+    @return: the size granted (Linux caps it at C{net.core.rmem_max} and
+        reports twice the value); a warning is logged when it is smaller.
+    """
+    try:
+        handle = port.getHandle()
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        granted = handle.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    except (AttributeError, OSError) as e:
+        _module_log.warn("cannot size the {what} socket's receive buffer: {error}", what=what, error=str(e))
+        return 0
+    if granted < size:
+        _module_log.warn("the {what} socket's receive buffer is {granted} bytes (asked {size}); "
+                      "raise net.core.rmem_max to avoid dropped datagrams under load",
+                      what=what, granted=granted, size=size)
+    return granted
+
+
 class OpenSIPSService(Service):
     """
     Owns the MI client socket, the event socket and the subscriptions.
@@ -165,6 +193,7 @@ class OpenSIPSService(Service):
             self.mi.peer = (mi_ip, mi.port)
             port = reactor.listenUDP(0, self.mi, maxPacketSize=MAX_DATAGRAM)
             self._ports.append(port)
+            enlarge_receive_buffer(port, "MI")
         else:
             mi_ip = "127.0.0.1"
             self._tempdir = tempfile.mkdtemp(prefix="callapi-")
@@ -182,12 +211,15 @@ class OpenSIPSService(Service):
             port = reactor.listenUDP(port_number, self.receiver, interface=ip,
                                      maxPacketSize=MAX_DATAGRAM)
             self._ports.append(port)
+            enlarge_receive_buffer(port, "event")
             self.event_socket = f"udp:{ip}:{port.getHost().port}"
         else:
             if os.path.exists(events.path):
                 os.unlink(events.path)
-            self._ports.append(reactor.listenUNIXDatagram(
-                events.path, self.receiver, maxPacketSize=MAX_DATAGRAM))
+            port = reactor.listenUNIXDatagram(events.path, self.receiver,
+                                              maxPacketSize=MAX_DATAGRAM)
+            self._ports.append(port)
+            enlarge_receive_buffer(port, "event")
             self.event_socket = f"unix:{events.path}"
         self._log.info("MI requests go to {mi}; events are received on {events}",
                        mi=str(mi), events=self.event_socket)

@@ -29,6 +29,16 @@ class CallApiProtocol(WebSocketServerProtocol):
     _log = logger()  # Autobahn owns self.log
     _session: Session | None = None
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Autobahn 26.10 calls setTcpNoDelay before copying the factory's
+        # options and swallows the error: Nagle stays on and notifications
+        # written after Started wait for the peer's delayed ACK (~40 ms).
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass  # not TCP (unix socket)
+
     def onConnect(self, request: Any) -> None:
         if request.path != self.factory.path:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND,
