@@ -226,7 +226,22 @@ class OpenSIPSService(Service):
         self.subscriptions = SubscriptionManager(
             reactor, self.mi, self.event_socket, expire=self.event_expire,
             subscribe_method=self.names.subscribe)
-        self._detect().addCallback(lambda _: self._subscribe()).chainDeferred(self.subscribed)
+        self.subscriptions.before_round = self._detect_if_unknown
+        self.subscriptions.start().chainDeferred(self.subscribed)
+
+    def _detect_if_unknown(self) -> Deferred[None]:
+        """
+        Before each subscription round: learn the MI names if not known yet
+        (OpenSIPS was down at start-up), and subscribe with the right name.
+        """
+        if self.names.family:
+            return Deferred.fromCoroutine(_maybe(None))
+
+        def use_names(_: Any) -> None:
+            if self.subscriptions is not None:
+                self.subscriptions.subscribe_method = self.names.subscribe
+
+        return self._detect().addCallback(use_names)
 
     def _detect(self) -> Deferred[None]:
         """
@@ -250,12 +265,6 @@ class OpenSIPSService(Service):
                            "using the 3.x names", error=str(reason.value))
 
         return self.mi.call("which").addCallbacks(got, failed)
-
-    def _subscribe(self) -> Deferred[None] | None:
-        if not self.running or self.subscriptions is None:
-            return None  # stopped while `which` was pending
-        self.subscriptions.subscribe_method = self.names.subscribe
-        return self.subscriptions.start()
 
     def stopService(self) -> Deferred[None]:
         """

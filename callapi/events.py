@@ -190,6 +190,8 @@ class SubscriptionManager:
         self.refresh = refresh if refresh is not None else max(1.0, min(expire / 3.0, 60.0))
         self.events = tuple(events)
         self.subscribe_method = subscribe_method
+        #: called before each round; its Deferred is awaited (errors ignored)
+        self.before_round: Callable[[], Deferred[Any]] | None = None
         self.status: dict[str, dict[str, Any]] = {}
         self._timer: IDelayedCall | None = None
         self._running = False
@@ -209,8 +211,11 @@ class SubscriptionManager:
 
     def _subscribe_all(self) -> Deferred[None]:
         self._timer = None
-        rounds = [self._subscribe(event, self.expire) for event in self.events]
-        d = DeferredList(rounds, consumeErrors=True)
+        if self.before_round is not None:
+            d = self.before_round()
+            d.addBoth(lambda _: self._round())
+        else:
+            d = self._round()
 
         def reschedule(_: Any) -> None:
             if self._running:
@@ -218,6 +223,12 @@ class SubscriptionManager:
 
         d.addCallback(reschedule)
         return d.addCallback(lambda _: None)
+
+    def _round(self) -> Deferred[Any]:
+        if not self._running:
+            return Deferred.fromCoroutine(_nothing())  # stopped meanwhile
+        rounds = [self._subscribe(event, self.expire) for event in self.events]
+        return DeferredList(rounds, consumeErrors=True)
 
     def _subscribe(self, event: str, expire: int, timeout: float | None = None) -> Deferred[Any]:
         d = self._mi.call(self.subscribe_method,

@@ -310,8 +310,9 @@ async def test_unsubscribes_on_stop(reactor: Any) -> None:
 async def test_survives_opensips_down_then_up(reactor: Any) -> None:
     """
     OpenSIPS is down (ICMP port unreachable for every MI datagram): commands
-    end with an Error naming the MI timeout; once OpenSIPS is up on that
-    address, the same daemon works again and re-subscribes.
+    end with an Error naming the MI timeout; once OpenSIPS (here 4.0) is up
+    on that address, the same daemon learns its MI names, re-subscribes and
+    works again.
     """
     probe = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
     port = probe.getHost().port
@@ -323,10 +324,13 @@ async def test_survives_opensips_down_then_up(reactor: Any) -> None:
         client = await daemon.client()
         down = await client.command("CallHold", {"callid": "abc"})
         assert down.data("Error") == ["OpenSIPS did not answer MI call_hold within 0.3 s"]
-        later = start_emulator(reactor, port=port, delay_scale=0)
+        assert daemon.opensips.names.family == ""  # `which` got no answer
+        later = start_emulator(reactor, port=port, delay_scale=0, version="4.0")
         socket = daemon.opensips.event_socket
         # refreshed every min(expire/3, 60) = 1 s
         await until(reactor, lambda: any(s == socket for (_, s) in later.emulator.subscribers))
+        # the names are learnt at the first round OpenSIPS answers
+        assert daemon.opensips.names.hold == "callops:hold"
         callid = later.emulator.add_call("sip:alice@127.0.0.1", "sip:bob@127.0.0.1")
         await until(reactor, lambda: later.emulator.dialogs[callid].state == 4)
         up = await client.command("CallHold", {"callid": callid})
