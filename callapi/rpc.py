@@ -141,7 +141,8 @@ class Session:
         if cls is None:
             raise RPCError(METHOD_NOT_FOUND, "Method not found", request.method)
         params = dict(request.params)
-        if "cmd_id" in params:
+        generated = "cmd_id" not in params
+        if not generated:
             cmd_id = validation.cmd_id(params.pop("cmd_id"))
             if cmd_id in self.running:
                 raise RPCError(DUPLICATE_CMD_ID, "cmd_id already running", cmd_id)
@@ -152,7 +153,7 @@ class Session:
                            f"limit {self._runner.max_per_session} per connection")
         checked = cls.check(params)  # type: ignore[attr-defined]
         cls.check_context(checked, self._runner.ctx)
-        command = cls(self._runner.ctx, cmd_id, checked, self)
+        command = cls(self._runner.ctx, cmd_id, checked, self, cmd_id_generated=generated)
         self.running[cmd_id] = command
         key = (self.number, cmd_id)
         self._runner.running[key] = command

@@ -393,3 +393,20 @@ async def test_opensips_34_refuses_per_leg_hold(daemon: Daemon) -> None:
         "data": "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it"}
     assert daemon.opensips.mi.stats["sent"] == sent
     client.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_start_callid_is_the_generated_cmd_id(daemon: Daemon) -> None:
+    """
+    Go Call API clients end a ringing click-to-dial call with
+    CallEnd callid=<cmd_id>: without a client cmd_id, the first call's
+    Call-ID is the generated cmd_id; a client-chosen cmd_id is never used
+    as a Call-ID.
+    """
+    client = await daemon.client()
+    plain = await client.command("CallStart", {"caller": ALICE, "callee": BOB})
+    assert plain.response["result"]["callid"] == plain.response["result"]["cmd_id"]
+    chosen = await client.command("CallStart", {"caller": ALICE, "callee": BOB}, cmd_id="mine")
+    assert chosen.response["result"]["cmd_id"] == "mine"
+    assert chosen.response["result"]["callid"] != "mine"
+    client.sendClose()

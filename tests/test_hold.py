@@ -381,7 +381,6 @@ def test_fail_before_start(turns: bool) -> None:
 
 @pytest.mark.parametrize("cls, code, message, text", [
     (CallHold, 404, "Dialog not found", "404 Dialog not found"),
-    (CallHold, 410, "Dialog not ready", "410 Dialog not ready"),
     (CallHold, 480, "Both dialog legs are on hold", "480 Both dialog legs are on hold"),
     (CallUnhold, 480, "No dialog legs on hold", "480 No dialog legs on hold"),
     (CallUnhold, 404, "Dialog not found", "404 Dialog not found"),
@@ -395,6 +394,39 @@ def test_mi_error(cls: type[CallHold], code: int, message: str, text: str) -> No
     env.play(["caller start", "caller ok"])
     env.clock.advance(1000)
     assert env.events() == [error(text), ENDED]
+
+
+def test_not_ready_is_retried_then_fails() -> None:
+    """
+    410 "Dialog not ready" (f_hold_early_and_click_to_dial): re-sent every
+    hold_retry_delay s, hold_not_ready_retries times, then the Error.
+    """
+    env = run()
+    settings = env.command.ctx.settings
+    not_ready = MIError("call_hold", 410, "Dialog not ready")
+    for attempt in range(settings.hold_not_ready_retries):
+        env.mi.error("call_hold", not_ready)
+        assert env.events() == []
+        env.clock.advance(settings.hold_retry_delay)
+    env.mi.error("call_hold", not_ready)
+    assert [r.method for r in env.mi.requests] == ["call_hold"] * (settings.hold_not_ready_retries + 1)
+    assert env.events() == [error("410 Dialog not ready"), ENDED]
+    env.assert_clean()
+
+
+def test_not_ready_then_ok() -> None:
+    env = run()
+    env.mi_error(410, "Dialog not ready")
+    env.clock.advance(env.command.ctx.settings.hold_retry_delay)
+    assert len(env.mi.requests) == 2
+    env.play(["caller start", "callee start"])
+    env.mi.reply("call_hold", "OK")
+    env.turn()
+    env.play(["caller ok", "callee ok"])
+    assert [e[2] for e in env.sink.notifications] == [
+        "CallHolding", "CallHoldStart", "CallHoldStart", "CallHoldSuccessful",
+        "CallHoldSuccessful", "Ended"]
+    env.assert_clean()
 
 
 def test_mi_error_with_data() -> None:

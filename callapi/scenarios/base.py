@@ -79,6 +79,9 @@ class Settings:
     @ivar hold_event_grace: after OpenSIPS answered "OK", how long to wait
         for the first E_CALL_HOLD C{start} before reporting that no event
         came (lost datagram or broken subscription).
+    @ivar hold_not_ready_retries: how often CallHold/CallUnhold re-send
+        after 410 "Dialog not ready" (the call's ACK is on its way).
+    @ivar hold_retry_delay: seconds between those re-sends.
     @ivar ring_timeout: CallStart: how long the caller's phone may ring
         before the INVITE is cancelled (C{t_uac_cancel}).
     @ivar answer_confirm_wait: CallStart: after the caller answered, how long
@@ -99,6 +102,8 @@ class Settings:
     next_hop: str | None = None
     hold_timeout: float = 130.0
     hold_event_grace: float = 2.0
+    hold_not_ready_retries: int = 4
+    hold_retry_delay: float = 0.5
     ring_timeout: float = 60.0
     answer_confirm_wait: float = 2.0
     transfer_start_timeout: float = 15.0
@@ -139,9 +144,14 @@ class Command:
     _log = logger()
 
     def __init__(self, ctx: Context, cmd_id: str, params: dict[str, Any],
-                 sink: INotificationSink) -> None:
+                 sink: INotificationSink, cmd_id_generated: bool = False) -> None:
+        """
+        @param cmd_id_generated: C{cmd_id} was made by the server (a UUID),
+            not chosen by the client.
+        """
         self.ctx = ctx
         self.cmd_id = cmd_id
+        self.cmd_id_generated = cmd_id_generated
         self.params = params
         self.sink = sink
         self.state = "created"

@@ -49,7 +49,9 @@ class CallStart(TransferCommand):
     (seconds; default C{Settings.ring_timeout}).
 
     Started result: also carries C{callid}, the Call-ID of the first call
-    (to the caller), so that C{CallEnd} works while it rings.
+    (to the caller), so that C{CallEnd} works while it rings; when the
+    client gave no C{cmd_id}, it equals the generated C{cmd_id} (as in the
+    Go Call API).
 
     Events: C{CallerAnswered {caller, callee}}, C{Transferring {caller,
     destination}}, C{TransferStart {callid, caller, callee}},
@@ -70,8 +72,10 @@ class CallStart(TransferCommand):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: Call-ID of the first call; generated here, never from client input
-        self.callid = str(uuid.uuid4())
+        #: Call-ID of the first call; never derived from client input.  When
+        #: the server made the cmd_id (a UUID) it is reused, as the Go Call
+        #: API does, so Go clients can CallEnd the ringing call by cmd_id.
+        self.callid = self.cmd_id if self.cmd_id_generated else str(uuid.uuid4())
 
     @staticmethod
     def check(params: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from callapi import validation
-from callapi.errors import CommandTimeout
+from callapi.errors import CommandTimeout, MIError
 from callapi.scenarios.base import Command
 
 
@@ -33,6 +33,9 @@ class CallHold(Command):
     """
     Params: C{callid}.  Events: C{CallHolding}, then per leg
     C{CallHoldStart {leg}} and C{CallHoldSuccessful {leg}}, then C{Ended}.
+    A 410 "Dialog not ready" (a call answered a moment ago) is retried a
+    few times (C{Settings.hold_not_ready_retries}, every
+    C{Settings.hold_retry_delay} s) before it becomes the C{Error}.
     A leg that answers C{fail} gives one C{Error} naming it
     (C{"hold failed on leg caller"}) before C{Ended}.  MI errors give
     C{Error} with OpenSIPS' code and text (C{"480 Both dialog legs are on
@@ -80,10 +83,28 @@ class CallHold(Command):
         self.listen("E_CALL_HOLD", callid, self._on_event)
         timeout = self.ctx.settings.hold_timeout
         self.call_later(timeout, self._timed_out, timeout)
-        params = {"callid": callid}
+        self._retries = 0
+        self._send()
+
+    def _send(self) -> None:
+        params = {"callid": self.params["callid"]}
         if "leg" in self.params:
             params["leg"] = self.params["leg"]
-        self.request(self.mi_method(), params, self._on_accepted)
+        self.request(self.mi_method(), params, self._on_accepted, self._on_refused)
+
+    def _on_refused(self, reason: BaseException) -> None:
+        """
+        410 "Dialog not ready" (the ACK of a just-answered call has not
+        reached the proxy, trace f_hold_early_and_click_to_dial) is retried
+        C{Settings.hold_not_ready_retries} times; anything else fails.
+        """
+        settings = self.ctx.settings
+        if (isinstance(reason, MIError) and reason.code == 410
+                and self._retries < settings.hold_not_ready_retries):
+            self._retries += 1
+            self.call_later(settings.hold_retry_delay, self._send)
+            return
+        self.fail(reason)
 
     # inputs
 
