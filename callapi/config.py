@@ -26,6 +26,9 @@ class ConfigError(ValueError):
     """
 
 
+#: The top-level keys a file may have.
+SECTIONS = ("ws_server", "mi", "sip", "log", "callapi")
+
 #: Go call-api.yml (section, key) -> our option name.
 GO_KEYS = {
     ("ws_server", "http_path"): "path",
@@ -49,6 +52,8 @@ def load(path: str, option_names: set[str]) -> dict[str, Any]:
             data = yaml.safe_load(f)
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -59,6 +64,9 @@ def load(path: str, option_names: set[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: top level must be a mapping")
     values: dict[str, Any] = {}
     for section, content in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"config file {path}: unknown key {section} "
+                              f"(expected {', '.join(SECTIONS)})")
         if content is None:
             continue
         if not isinstance(content, dict):

@@ -92,6 +92,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _parse_detail(error: ValueError) -> str:
+    """
+    A short reason for a parse error, without Python-specific advice.
+    """
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at line {error.lineno} column {error.colno}"
+    if isinstance(error, UnicodeDecodeError):
+        return "message is not valid UTF-8"
+    text = str(error)
+    if "int_max_str_digits" in text or "digits" in text:
+        return "number too long"
+    return text.split(";")[0]
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
@@ -106,6 +120,29 @@ def _valid_id(value: Any) -> bool:
     )
 
 
+#: Deepest nesting of arrays/objects accepted in a message.
+MAX_DEPTH = 64
+#: Most elements accepted in one batch.
+MAX_BATCH = 1000
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return False
+
+
 def parse(payload: str | bytes) -> Parsed:
     """
     Parse one WebSocket text message.
@@ -118,14 +155,24 @@ def parse(payload: str | bytes) -> Parsed:
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8")
         message = json.loads(payload, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as e:
-        return Parsed([Invalid(None, RPCError(PARSE_ERROR, "Parse error", str(e)))], False)
+    except RecursionError:
+        return Parsed([Invalid(None, RPCError(PARSE_ERROR, "Parse error",
+                                              f"nested deeper than {MAX_DEPTH} levels"))], False)
+    except ValueError as e:
+        return Parsed([Invalid(None, RPCError(PARSE_ERROR, "Parse error", _parse_detail(e)))], False)
+    if _too_deep(message):
+        return Parsed([Invalid(None, RPCError(PARSE_ERROR, "Parse error",
+                                              f"nested deeper than {MAX_DEPTH} levels"))], False)
     if isinstance(message, list):
         if not message:
             return Parsed(
                 [Invalid(None, RPCError(INVALID_REQUEST, "Invalid Request", "empty batch"))],
                 False,
             )
+        if len(message) > MAX_BATCH:
+            return Parsed([Invalid(None, RPCError(INVALID_REQUEST, "Invalid Request",
+                                                  f"batch of {len(message)} requests; at most {MAX_BATCH}"))],
+                          False)
         return Parsed([validate(element) for element in message], True)
     return Parsed([validate(message)], False)
 

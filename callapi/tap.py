@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "sip-uri": None,
     "log-level": "info",
     "log-file": None,
+    "allow-origin": None,
     "manhole": None,
     "manhole-keys": None,
     "manhole-key-dir": None,
@@ -106,6 +107,8 @@ class Options(usage.Options):
                                                f"[default: {DEFAULTS['transfer-start-timeout']}]"],
         ["transfer-timeout", None, None, "seconds to wait for a started transfer's outcome "
                                          f"[default: {DEFAULTS['transfer-timeout']}]"],
+        ["allow-origin", None, None, "comma-separated browser origins allowed to connect besides "
+                                     "loopback and same-host pages (e.g. https://app.example.com); * = any"],
         ["sip-uri", None, None, "next hop (OpenSIPS' SIP URI) for click-to-dial INVITEs"],
         ["log-level", None, None, f"minimum level of callapi's log, one of {', '.join(LOG_LEVELS)} [default: info]"],
         ["log-file", None, None, "also write callapi's log to this file"],
@@ -174,6 +177,14 @@ class Options(usage.Options):
             check_manhole_options(self)
 
 
+def _describe(error: BaseException) -> str:
+    """
+    A one-line description of a start-up error (some have an empty str()).
+    """
+    text = str(error).strip()
+    return f"{error.__class__.__name__}: {text}" if text else repr(error)
+
+
 class CallApiService(MultiService):
     """
     The root service.  A failure while starting (a port in use, an address
@@ -186,13 +197,13 @@ class CallApiService(MultiService):
         try:
             super().privilegedStartService()
         except Exception as e:
-            raise SystemExit(f"callapi: cannot start: {e}") from None
+            raise SystemExit(f"callapi: cannot start: {_describe(e)}") from None
 
     def startService(self) -> None:
         try:
             super().startService()
         except Exception as e:
-            raise SystemExit(f"callapi: cannot start: {e}") from None
+            raise SystemExit(f"callapi: cannot start: {_describe(e)}") from None
 
 
 class _RunnerService(Service):
@@ -251,7 +262,11 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     commands = _RunnerService(runner)
     commands.setName("commands")
     commands.setServiceParent(top)
-    factory = CallApiFactory(runner, options["path"], options["max-message-size"], reactor=reactor)
+    origins = options["allow-origin"] or ""
+    if isinstance(origins, (list, tuple)):
+        origins = ",".join(map(str, origins))
+    factory = CallApiFactory(runner, options["path"], options["max-message-size"], reactor=reactor,
+                             allowed_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()))
     try:
         endpoint = serverFromString(reactor, options["listen"])
     except (ValueError, TypeError, KeyError) as e:

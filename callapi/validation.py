@@ -31,13 +31,14 @@ _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _USER = rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+"
 _PASSWORD = rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*"
 _HOSTNAME = r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
-_IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
 _IPV6 = r"\[[0-9A-Fa-f:.]+\]"
 _HOST = rf"(?:{_HOSTNAME}|{_IPV4}|{_IPV6})"
 _PARAM_CHARS = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+"
 _PARAMS = rf"(?:;{_PARAM_CHARS}(?:={_PARAM_CHARS})?)*"
 _SIP_URI = re.compile(
-    rf"sips?:(?:{_USER}(?::{_PASSWORD})?@)?{_HOST}(?::(?P<port>\d{{1,5}}))?{_PARAMS}", re.ASCII)
+    rf"(?i:sips?):(?:{_USER}(?::{_PASSWORD})?@)?{_HOST}(?::(?P<port>\d{{1,5}}))?{_PARAMS}", re.ASCII)
 MAX_URI = 512
 
 LEGS = ("caller", "callee")

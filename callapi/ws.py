@@ -23,7 +23,13 @@ CLOSE_UNSUPPORTED_DATA = 1003
 class CallApiProtocol(WebSocketServerProtocol):
     """
     One client connection.  Binary frames are refused with close code 1003;
-    messages over the size limit are closed by Autobahn with 1009.
+    messages over the size limit are closed by Autobahn with 1009; a
+    browser page from another origin is refused (403) unless allowed.
+
+    Backpressure: while the client does not read what callapi writes (the
+    TCP send buffer is over Twisted's 64 KiB), callapi stops reading the
+    client's requests (a streaming producer on the transport), so a slow or
+    hostile reader cannot make the daemon buffer without bound.
     """
 
     _log = logger()  # Autobahn owns self.log
@@ -38,11 +44,33 @@ class CallApiProtocol(WebSocketServerProtocol):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass  # not TCP (unix socket)
+        try:
+            self.transport.registerProducer(self, True)
+        except (AttributeError, RuntimeError):
+            pass
+
+    # IPushProducer: the transport asks us to stop producing (writing)
+    # when its buffer is full; we stop consuming the client's requests.
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
     def onConnect(self, request: Any) -> None:
         if request.path != self.factory.path:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND,
                                  f"no WebSocket endpoint at {request.path}; use {self.factory.path}")
+        origin = request.origin or request.headers.get("origin")
+        if origin is not None and not self.factory.origin_allowed(
+                origin, _origin_host("ws://" + (request.host or ""))):
+            self._log.warn("refused a WebSocket handshake from origin {origin}", origin=origin)
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN,
+                                 f"origin {origin} is not allowed (see --allow-origin)")
         return None
 
     def onOpen(self) -> None:
@@ -64,7 +92,14 @@ class CallApiProtocol(WebSocketServerProtocol):
             self._session = None
 
     def _send_text(self, text: str) -> None:
-        self.sendMessage(text.encode("utf-8"), isBinary=False)
+        # Autobahn applies the *incoming* size limit to outgoing messages too
+        # and raises; callapi's replies are bounded by the requests (batch
+        # size, message size), so the limit is lifted for sending.
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            self.sendMessage(text.encode("utf-8"), isBinary=False)
+        finally:
+            self.maxMessagePayloadSize = limit
 
 
 class CallApiFactory(WebSocketServerFactory):
@@ -77,14 +112,19 @@ class CallApiFactory(WebSocketServerFactory):
     noisy = False
 
     def __init__(self, runner: CommandRunner, path: str = "/call-api",
-                 max_message_size: int = 1 << 20, reactor: Any = None) -> None:
+                 max_message_size: int = 1 << 20, reactor: Any = None,
+                 allowed_origins: tuple[str, ...] = ()) -> None:
         """
         @param max_message_size: largest accepted message and frame, in
             bytes; larger ones close the connection with code 1009.
+        @param allowed_origins: browser origins (C{scheme://host[:port]})
+            allowed besides same-host and loopback ones; C{"*"} allows any.
         """
         super().__init__(reactor=reactor)
         self.runner = runner
         self.path = path
+        self.allowed_origins = tuple(o.rstrip("/").lower() for o in allowed_origins)
+
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message_size,
             maxFramePayloadSize=max_message_size,
@@ -94,3 +134,38 @@ class CallApiFactory(WebSocketServerFactory):
             closeHandshakeTimeout=5,
             failByDrop=False,  # close with 1009 etc. instead of dropping TCP
         )
+
+    def origin_allowed(self, origin: str, request_host: str) -> bool:
+        """
+        See L{origin_allowed}.
+        """
+        return origin_allowed(origin, request_host, self.allowed_origins)
+
+
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _origin_host(origin: str) -> str:
+    rest = origin.split("://", 1)[-1]
+    host = rest.split("/", 1)[0]
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def origin_allowed(origin: str, request_host: str, allowed: tuple[str, ...]) -> bool:
+    """
+    Whether a browser page from C{origin} may open a WebSocket.
+
+    Allowed: pages from a loopback host, from the host the client connected
+    to (C{request_host}, the C{Host} header without port), and those listed
+    in C{allowed} (C{"*"} = any).  Cross-site pages are refused, so a web
+    page open in a browser on the same machine cannot drive calls
+    (RFC 6455 section 10.2).  Clients that are not browsers send no Origin
+    and are not affected.
+    """
+    normalised = origin.rstrip("/").lower()
+    if "*" in allowed or normalised in allowed:
+        return True
+    host = _origin_host(normalised)
+    return host in _LOOPBACK_HOSTS or host == (request_host or "").lower()

@@ -116,7 +116,7 @@ def test_empty_config(tmp_path: Path, text: str) -> None:
 @pytest.mark.parametrize("text, problem", [
     ("ws_server:\n  hots: localhost\n", "unknown key ws_server.hots"),
     ("mi:\n  url: x:1\n  timeout: 5\n", "unknown key mi.timeout"),
-    ("database:\n  url: x\n", "unknown key database.url"),
+    ("database:\n  url: x\n", "unknown key database (expected ws_server, mi, sip, log, callapi)"),
     ("callapi:\n  bogus_option: 1\n", "unknown option callapi.bogus_option"),
     ("- a\n- b\n", "top level must be a mapping"),
     ("mi: 127.0.0.1:8080\n", "mi must be a mapping"),
@@ -308,3 +308,13 @@ def test_ipv6_ws_server_host(tmp_path: Path) -> None:
     top = makeService(options, reactor=MemoryReactor())
     endpoint = top.getServiceNamed("websocket").endpoint
     assert (endpoint._port, endpoint._interface) == (5059, "::1")
+
+
+def test_non_utf8_config_is_one_line_error(tmp_path: Any) -> None:
+    from callapi.config import ConfigError, load
+
+    path = tmp_path / "bad.yml"
+    path.write_bytes(b"\xff\xfe bad")
+    with pytest.raises(ConfigError) as caught:
+        load(str(path), set())
+    assert str(caught.value) == f"config file {path} is not UTF-8 text"

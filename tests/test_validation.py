@@ -257,3 +257,16 @@ def test_check_params_bad_value_reported_before_unknown() -> None:
     with pytest.raises(RPCError) as caught:
         validation.check_params({"callid": "a b", "zz": 1}, {"callid": validation.callid})
     assert caught.value.data == "callid is not a valid SIP Call-ID (RFC 3261 word[@word])"
+
+
+def test_scheme_is_case_insensitive_and_ipv4_octets_bounded() -> None:
+    """
+    RFC 3261 section 19.1.4: schemes compare case-insensitively; an IPv4
+    host has octets 0-255.
+    """
+    from callapi.errors import RPCError
+    from callapi.validation import sip_uri
+
+    assert sip_uri("p", "SIP:alice@127.0.0.1") == "SIP:alice@127.0.0.1"
+    with pytest.raises(RPCError):
+        sip_uri("p", "sip:x@999.999.999.999")
