@@ -14,6 +14,14 @@ Scenarios (fresh emulator and daemon for each):
         --depth commands in flight per client.
   hold  N clients; every in-flight slot owns one emulator call and alternates
         CallHold / CallUnhold on it, so two holds never touch the same call.
+  callstart
+        N clients, each a closed loop of CallStart alice -> bob; after each
+        one that reached CalleeAnswered the slot hangs the new call up with
+        CallEnd (not measured) before its next CallStart.
+  blind N clients; every slot owns one emulator call and sends
+        CallBlindTransfer leg=callee destination=cindy on it; the call the
+        transfer creates (TransferSuccessful's callid) is the slot's next
+        call, so no call is transferred twice (OpenSIPS: 491).
   idle  --idle-clients idle WebSocket connections; daemon RSS before/after.
 
 Run from the repository root so the working tree is what gets imported::
@@ -48,7 +56,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-SCENARIOS = ("echo", "hold", "idle")
+SCENARIOS = ("echo", "hold", "callstart", "blind", "idle")
+
+#: CallStart of the callstart scenario, and the blind transfer's target
+CALLSTART_CALLER = "sip:alice@127.0.0.1"
+CALLSTART_CALLEE = "sip:bob@127.0.0.1"
+BLIND_DESTINATION = "sip:cindy@127.0.0.1"
+
+#: the first method of a slot, per scenario
+FIRST_METHOD = {"echo": "Echo", "hold": "CallHold", "callstart": "CallStart",
+                "blind": "CallBlindTransfer", "idle": "Echo"}
+
+#: the notification that counts a command as successful (its rate and the
+#: "Success" latency); commands without one count when they end
+SUCCESS_EVENT = {"CallStart": "CalleeAnswered", "CallBlindTransfer": "TransferSuccessful"}
+
+#: scenarios that use emulator calls (one per slot, plus spares for blind)
+CALL_SCENARIOS = ("hold", "blind")
 
 
 class BenchError(Exception):
@@ -126,34 +150,57 @@ def _expected_ok(method: str, events: list[str]) -> bool:
         prefix = "CallHold" if method == "CallHold" else "CallUnhold"
         return (len(events) == 6 and events[0] == prefix + "ing" and events[-1] == "Ended"
                 and sorted(events[1:5]) == sorted([prefix + "Start"] * 2 + [prefix + "Successful"] * 2))
+    if method == "CallStart":
+        return [e for e in events if e != "TransferPending"] == [
+            "CallerAnswered", "Transferring", "TransferStart", "CalleeAnswered", "Ended"]
+    if method == "CallBlindTransfer":
+        return [e for e in events if e != "TransferPending"] == [
+            "Transferring", "TransferStart", "TransferSuccessful", "Ended"]
+    if method == "CallEnd":
+        return events == ["Ended"]
     return events[-1:] == ["Ended"]
 
 
 class Slot:
     """
     One closed loop of commands on one connection (one in-flight command at
-    a time).  For hold, it owns one Call-ID and alternates hold / unhold.
+    a time).  hold: owns one Call-ID and alternates hold / unhold.
+    callstart: CallStart, then CallEnd of the call it made (C{hangup}).
+    blind: owns one Call-ID, replaced after each transfer by the new call's.
     """
 
-    __slots__ = ("conn", "callid", "next_method")
+    __slots__ = ("conn", "callid", "next_method", "hangup")
 
-    def __init__(self, conn: "LoadConnection", callid: str | None) -> None:
+    def __init__(self, conn: "LoadConnection", scenario: str, callid: str | None) -> None:
         self.conn = conn
         self.callid = callid
-        self.next_method = "CallHold" if callid else "Echo"
+        self.next_method = FIRST_METHOD[scenario]
+        #: callstart: Call-ID of the call to end before the next CallStart
+        self.hangup: str | None = None
 
 
 class InFlight:
-    __slots__ = ("slot", "method", "sent", "started", "events", "error", "hung")
+    __slots__ = ("slot", "method", "sent", "started", "success", "new_callid", "events",
+                 "error", "hung", "cleanup")
 
-    def __init__(self, slot: Slot, method: str, sent: float) -> None:
+    def __init__(self, slot: Slot, method: str, sent: float, cleanup: bool = False) -> None:
         self.slot = slot
         self.method = method
         self.sent = sent
         self.started = 0.0
+        #: when the success event (L{SUCCESS_EVENT}) arrived, 0.0 if not
+        self.success = 0.0
+        #: C{callid} in the success event's data (the new call)
+        self.new_callid: str | None = None
         self.events: list[str] = []
         self.error = False
         self.hung = False
+        #: not measured: callstart's CallEnd of the call it made
+        self.cleanup = cleanup
+
+
+_CALLSTART_PARAMS = json.dumps({"caller": CALLSTART_CALLER, "callee": CALLSTART_CALLEE},
+                               separators=(",", ":"))
 
 
 class LoadConnection:
@@ -176,13 +223,24 @@ class LoadConnection:
         method = slot.next_method
         self.next_id += 1
         request_id = self.next_id
-        if slot.callid is None:
+        cleanup = False
+        if method == "Echo":
             params = '{"n":%d}' % request_id
-        else:
-            params = '{"callid":"%s"}' % slot.callid
+        elif method in ("CallHold", "CallUnhold"):
+            params = '{"callid":%s}' % json.dumps(slot.callid)
             slot.next_method = "CallUnhold" if method == "CallHold" else "CallHold"
+        elif method == "CallStart":
+            params = _CALLSTART_PARAMS
+        elif method == "CallEnd":
+            params = '{"callid":%s}' % json.dumps(slot.hangup)
+            cleanup = True
+        elif method == "CallBlindTransfer":
+            params = '{"callid":%s,"leg":"callee","destination":%s}' % (
+                json.dumps(slot.callid), json.dumps(BLIND_DESTINATION))
+        else:
+            raise AssertionError(method)
         message = '{"jsonrpc":"2.0","id":%d,"method":"%s","params":%s}' % (request_id, method, params)
-        flight = InFlight(slot, method, time.perf_counter())
+        flight = InFlight(slot, method, time.perf_counter(), cleanup)
         self.by_id[request_id] = flight
         self.load.outstanding[id(flight)] = flight
         self.send(message.encode())
@@ -205,8 +263,7 @@ class LoadConnection:
             flight.started = now
             if "error" in message:
                 flight.error = True
-                self.load.rpc_errors += 1
-                self.load.note_error(message["error"])
+                self.load.count_error(flight, message["error"], rpc=True)
                 self.load.finished(flight, now, ok=False)
                 return
             self.by_cmd[message["result"]["cmd_id"]] = flight
@@ -221,11 +278,15 @@ class LoadConnection:
         flight.events.append(event)
         if event == "Error":
             flight.error = True
-            self.load.error_events += 1
-            self.load.note_error(params.get("data"))
+            self.load.count_error(flight, params.get("data"), rpc=False)
         elif event == "Ended":
             del self.by_cmd[cmd_id]
             self.load.finished(flight, now, ok=_expected_ok(flight.method, flight.events))
+        elif event == SUCCESS_EVENT.get(flight.method) and not flight.success:
+            flight.success = now
+            data = params.get("data")
+            if isinstance(data, dict) and isinstance(data.get("callid"), str):
+                flight.new_callid = data["callid"]
 
 
 class Load:
@@ -237,7 +298,10 @@ class Load:
         self.cfg = cfg
         self.connections: list[LoadConnection] = []
         self.outstanding: dict[int, InFlight] = {}
-        self.samples: list[tuple[float, float, float]] = []  # (ended_at, to_started, to_ended)
+        #: (counted_at, to_started, to_success or -1, to_ended, counts): counted_at is
+        #: the success event's time for callstart/blind (Ended's if it failed), else
+        #: Ended's; counts: whether it counts towards commands/s
+        self.samples: list[tuple[float, float, float, float, bool]] = []
         self.completed = 0
         self.rpc_errors = 0
         self.error_events = 0
@@ -246,6 +310,16 @@ class Load:
         self.hung = 0
         self.late = 0
         self.error_kinds: dict[str, int] = {}
+        # callstart: the CallEnd after each CallStart (not measured)
+        self.cleanup_completed = 0
+        self.cleanup_errors = 0
+        self.cleanup_hung = 0
+        self.cleanup_ended: list[float] = []
+        # blind: calls kept in reserve for a slot whose transfer made no new call
+        self.spare_callids: list[str] = []
+        self.spares_used = 0
+        self.slots_stopped = 0
+        self.counts_on_success = cfg.get("scenario") in ("callstart", "blind")
         self.issuing = False
         self.issued = 0
         self.budget: int | None = cfg.get("commands")
@@ -253,34 +327,91 @@ class Load:
         self.t_last_end = 0.0
         self.done: Any = None
 
+    def count_error(self, flight: InFlight, what: Any, rpc: bool) -> None:
+        if flight.cleanup:
+            self.cleanup_errors += 1
+        elif rpc:
+            self.rpc_errors += 1
+        else:
+            self.error_events += 1
+        self.note_error(what)
+
     def finished(self, flight: InFlight, now: float, ok: bool) -> None:
         self.outstanding.pop(id(flight), None)
         if flight.hung:
             self.late += 1
             return
-        self.completed += 1
-        self.t_last_end = now
-        if not ok and not flight.error:
-            self.bad_sequence += 1
-        started = flight.started or now
-        self.samples.append((now, started - flight.sent, now - flight.sent))
+        if flight.cleanup:
+            self.cleanup_completed += 1
+            self.cleanup_ended.append(now - flight.sent)
+        else:
+            self.completed += 1
+            self.t_last_end = now
+            if not ok and not flight.error:
+                self.bad_sequence += 1
+            started = flight.started or now
+            if self.counts_on_success:
+                counts = bool(flight.success)
+                at = flight.success or now
+            else:
+                counts, at = True, now
+            self.samples.append((at, started - flight.sent,
+                                 flight.success - flight.sent if flight.success else -1.0,
+                                 now - flight.sent, counts))
+        self._advance(flight)
         self._next(flight.slot)
+
+    def _advance(self, flight: InFlight) -> None:
+        """
+        Choose the slot's next command after C{flight} (ended or hung).
+        """
+        slot = flight.slot
+        if flight.method == "CallStart":
+            if flight.new_callid:
+                slot.hangup = flight.new_callid
+                slot.next_method = "CallEnd"
+        elif flight.method == "CallEnd":
+            slot.hangup = None
+            slot.next_method = "CallStart"
+        elif flight.method == "CallBlindTransfer":
+            if flight.new_callid and flight.success and not flight.hung:
+                slot.callid = flight.new_callid
+            elif self.spare_callids:
+                # no new call (error, hung): the old one cannot be transferred again
+                slot.callid = self.spare_callids.pop()
+                self.spares_used += 1
+            else:
+                slot.callid = None
+                self.slots_stopped += 1
 
     def _next(self, slot: Slot) -> None:
         if not self.issuing:
             self._maybe_done()
             return
-        if self.budget is not None:
+        if slot.next_method == "CallBlindTransfer" and slot.callid is None:
+            self._maybe_done()  # no call left for this slot
+            return
+        if self.budget is not None and slot.next_method != "CallEnd":
             if self.issued >= self.budget:
                 self.issuing = False
                 self._maybe_done()
                 return
-        self.issued += 1
+            self.issued += 1
         slot.conn.issue(slot)
 
     def _maybe_done(self) -> None:
-        if not self.issuing and not self.outstanding and self.done is not None and not self.done.called:
-            self.done.callback(None)
+        if not self.done_waiting():
+            return
+        self.done.callback(None)
+
+    def done_waiting(self) -> bool:
+        if self.done is None or self.done.called or self.outstanding:
+            return False
+        if not self.issuing:
+            return True
+        # every blind slot ran out of calls
+        return all(slot.next_method == "CallBlindTransfer" and slot.callid is None
+                   for conn in self.connections for slot in conn.slots)
 
     def sweep(self) -> None:
         """
@@ -291,8 +422,12 @@ class Load:
         for key, flight in list(self.outstanding.items()):
             if flight.sent < limit and not flight.hung:
                 flight.hung = True
-                self.hung += 1
+                if flight.cleanup:
+                    self.cleanup_hung += 1
+                else:
+                    self.hung += 1
                 del self.outstanding[key]
+                self._advance(flight)
                 self._next(flight.slot)
         self._maybe_done()
 
@@ -314,7 +449,10 @@ class Load:
         for flight in self.outstanding.values():
             if not flight.hung:
                 flight.hung = True
-                self.hung += 1
+                if flight.cleanup:
+                    self.cleanup_hung += 1
+                else:
+                    self.hung += 1
         self.outstanding.clear()
 
     def result(self, window: tuple[float, float] | None) -> dict[str, Any]:
@@ -325,12 +463,22 @@ class Load:
             lo, hi = window
             inside = [s for s in self.samples if lo <= s[0] < hi]
             elapsed = hi - lo
+        per_second: list[int] = []
+        for sample in self.samples:
+            if sample[4]:
+                second = int(sample[0] - self.t_go)
+                if second >= 0:
+                    per_second.extend([0] * (second + 1 - len(per_second)))
+                    per_second[second] += 1
         return {
+            "per_second": per_second,
             "completed_total": self.completed,
-            "completed_window": len(inside),
+            "completed_window": sum(1 for s in inside if s[4]),
+            "counted_total": sum(1 for s in self.samples if s[4]),
             "elapsed": elapsed,
             "to_started_ms": [round(s[1] * 1000, 3) for s in inside],
-            "to_ended_ms": [round(s[2] * 1000, 3) for s in inside],
+            "to_success_ms": [round(s[2] * 1000, 3) for s in inside if s[2] >= 0],
+            "to_ended_ms": [round(s[3] * 1000, 3) for s in inside],
             "rpc_errors": self.rpc_errors,
             "error_events": self.error_events,
             "bad_sequence": self.bad_sequence,
@@ -338,6 +486,12 @@ class Load:
             "hung": self.hung,
             "late": self.late,
             "error_kinds": self.error_kinds,
+            "cleanup_completed": self.cleanup_completed,
+            "cleanup_errors": self.cleanup_errors,
+            "cleanup_hung": self.cleanup_hung,
+            "cleanup_ended_ms": [round(x * 1000, 3) for x in self.cleanup_ended],
+            "spares_used": self.spares_used,
+            "slots_stopped": self.slots_stopped,
         }
 
     def note_error(self, what: Any) -> None:
@@ -598,7 +752,9 @@ def worker_main(cfg: dict[str, Any]) -> None:
             load.connections.append(conn)
             if cfg["mode"] == "load":
                 for _ in range(cfg["depth"]):
-                    conn.slots.append(Slot(conn, callids.pop() if cfg["scenario"] == "hold" else None))
+                    callid = callids.pop(0) if cfg["scenario"] in CALL_SCENARIOS else None
+                    conn.slots.append(Slot(conn, cfg["scenario"], callid))
+        load.spare_callids = callids  # blind: the calls beyond one per slot
         say("ready")
         if cfg["mode"] == "idle":
             await wait_for("check")
@@ -606,7 +762,7 @@ def worker_main(cfg: dict[str, Any]) -> None:
             sample = load.connections[::max(1, len(load.connections) // cfg["idle_check"])] \
                 if cfg["idle_check"] else []
             for conn in sample:
-                conn.slots.append(Slot(conn, None))
+                conn.slots.append(Slot(conn, "echo", None))
             load.budget = len(sample)
             load.done = Deferred()
             sweeper = task.LoopingCall(load.sweep)
@@ -827,14 +983,60 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def start_emulator(procs: Processes, calls: int, deadline: float) -> tuple[str, list[str]]:
+def emulator_fast_purge_main(argv: list[str]) -> int:
+    """
+    C{bench.py --emulator-main ARGS}: the emulator's C{main(ARGS)} with an
+    amortised C{OpenSIPSEmulator._purge_deleted} (--emulator-fast-purge).
+
+    As is, C{_purge_deleted} scans every dialog on every MI datagram (and
+    every C{add_call}), and ended dialogs stay for C{DELETED_LINGER_S} (10 s):
+    at N commands/s that make D dialogs each, every MI request walks about
+    10 * N * D dialogs and the emulator, not the daemon, sets the rate.
+    Here ended dialogs are queued in the order they end (C{_set_state}) and
+    purged from the front of that queue: the same dialogs go at the same
+    time, in O(1) per request.  The emulator's source is not changed.
+    """
+    import collections
+
+    import callapi.testing.opensips as emu_mod
+    from callapi.testing import _emulator_sip as sip
+
+    cls: Any = emu_mod.OpenSIPSEmulator
+    set_state = cls._set_state
+
+    def _set_state(self: Any, dlg: Any, new: int) -> None:
+        was = dlg.state
+        set_state(self, dlg, new)
+        if new == 5 and was != 5:
+            self.__dict__.setdefault("_bench_ended", collections.deque()).append(dlg)
+
+    def _purge_deleted(self: Any) -> None:
+        ended = self.__dict__.get("_bench_ended")
+        if not ended:
+            return
+        now = self.clock.seconds()
+        while ended and now - ended[0].ended_at > sip.DELETED_LINGER_S:
+            dlg = ended.popleft()
+            if self.dialogs.get(dlg.callid) is dlg:
+                del self.dialogs[dlg.callid]
+
+    cls._set_state = _set_state
+    cls._purge_deleted = _purge_deleted
+    return emu_mod.main(argv)
+
+
+def start_emulator(procs: Processes, calls: int, deadline: float,
+                   fast_purge: bool = False) -> tuple[str, list[str]]:
     """
     Start the emulator on a free UDP port; wait for its banner and the
     C{demo call} line of each of C{calls} calls.
 
+    @param fast_purge: run it through L{emulator_fast_purge_main}.
     @return: (MI address C{udp:127.0.0.1:PORT}, Call-IDs).
     """
-    proc = procs.spawn("emulator", [sys.executable, "-m", "callapi.testing.opensips",
+    runner = ([os.path.abspath(__file__), "--emulator-main"] if fast_purge
+              else ["-m", "callapi.testing.opensips"])
+    proc = procs.spawn("emulator", [sys.executable, *runner,
                                     "--mi", "udp:127.0.0.1:0", "--delay-scale", "0",
                                     "--demo-calls", str(calls)])
     mi_re = re.compile(r"MI on (udp:127\.0\.0\.1:\d+)")
@@ -891,6 +1093,36 @@ def start_daemon(procs: Processes, mi: str, args: argparse.Namespace,
         if "Address already in use" not in text:
             raise BenchError(f"daemon exited with {proc.returncode}:\n{text}")
     raise BenchError("daemon: no free port after 3 attempts")
+
+
+#: the events the daemon subscribes to at start (callapi.events)
+DAEMON_EVENTS = ("E_CALL_TRANSFER", "E_CALL_HOLD", "E_DLG_STATE_CHANGED")
+
+
+def wait_subscribed(procs: Processes, args: argparse.Namespace, deadline: float) -> None:
+    """
+    Wait until the daemon logged its event subscriptions ("subscribed to
+    E_... on udp:..." at info): a command started before that waits for
+    events that never come (CallStart: answer_confirm_wait, 2 s; hold and
+    transfers: their timeouts).  Only a warning if the lines do not come
+    (log level above info, or a changed message).
+    """
+    if args.daemon_log_level not in ("debug", "info"):
+        time.sleep(0.5)
+        return
+    missing = set(DAEMON_EVENTS)
+    path = procs.logs.get("daemon-twist")
+    while time.monotonic() < deadline:
+        try:
+            with open(path or "", "rb") as f:
+                text = f.read().decode(errors="replace")
+        except OSError:
+            text = ""
+        missing = {e for e in missing if f"subscribed to {e} on" not in text}
+        if not missing:
+            return
+        time.sleep(0.05)
+    log(f"warning: the daemon did not log its subscription to {', '.join(sorted(missing))}")
 
 
 def websocket_ready(port: int, path: str) -> bool:
@@ -1000,11 +1232,14 @@ def _run_scenario(name: str, args: argparse.Namespace, deadline: float,
     else:
         nprocs = max(1, min(nprocs, args.clients))
         conns = split(args.clients, nprocs)
-        calls = args.clients * args.depth if name == "hold" else 0
-    mi, callids = start_emulator(procs, calls, setup_deadline)
+        calls = args.clients * args.depth if name in CALL_SCENARIOS else 0
+    spares = split(args.blind_spare_calls, nprocs) if name == "blind" else [0] * nprocs
+    mi, callids = start_emulator(procs, calls + sum(spares), setup_deadline,
+                                 fast_purge=args.emulator_fast_purge)
     daemon, port = start_daemon(procs, mi, args, setup_deadline)
     emulator = procs.procs["emulator"]
-    time.sleep(0.5)  # subscriptions answered, calls confirmed
+    time.sleep(0.5)  # calls confirmed
+    wait_subscribed(procs, args, min(setup_deadline, time.monotonic() + 10))
     rss_before = proc_status(daemon.pid)
     log(f"{name}: emulator pid {emulator.pid} ({mi}, {len(callids)} calls), daemon pid "
         f"{daemon.pid} (ws://127.0.0.1:{port}{args.path}), RSS {rss_before.get('VmRSS', 0) / 1024:.1f} MiB; "
@@ -1014,7 +1249,7 @@ def _run_scenario(name: str, args: argparse.Namespace, deadline: float,
     commands = split(args.commands, nprocs) if args.commands else [None] * nprocs
     call_offset = 0
     for i in range(nprocs):
-        n_calls = conns[i] * args.depth if name == "hold" else 0
+        n_calls = (conns[i] * args.depth if name in CALL_SCENARIOS else 0) + spares[i]
         configs.append({
             "scenario": name, "mode": "idle" if name == "idle" else "load",
             "port": port, "path": args.path, "client": args.client,
@@ -1085,9 +1320,11 @@ def _run_scenario(name: str, args: argparse.Namespace, deadline: float,
     client_cpu = round(sum(v for k, v in cpu.items() if k.startswith("worker")), 1)
 
     started = sorted(x for p in parts for x in p["to_started_ms"])
+    success = sorted(x for p in parts for x in p["to_success_ms"])
     ended = sorted(x for p in parts for x in p["to_ended_ms"])
+    cleanup = sorted(x for p in parts for x in p["cleanup_ended_ms"])
     if args.commands:
-        completed = sum(p["completed_total"] for p in parts)
+        completed = sum(p["counted_total"] for p in parts)
         elapsed = max(p["elapsed"] for p in parts)
     else:
         completed = sum(p["completed_window"] for p in parts)
@@ -1102,7 +1339,9 @@ def _run_scenario(name: str, args: argparse.Namespace, deadline: float,
         "client": args.client, "client_procs": nprocs,
         "commands": completed, "seconds": round(elapsed, 2),
         "commands_per_s": round(completed / elapsed, 1) if elapsed else None,
+        "counted_on": {"callstart": "CalleeAnswered", "blind": "TransferSuccessful"}.get(name, "Ended"),
         "started_p50_ms": _r(percentile(started, 50)), "started_p99_ms": _r(percentile(started, 99)),
+        "success_p50_ms": _r(percentile(success, 50)), "success_p99_ms": _r(percentile(success, 99)),
         "ended_p50_ms": _r(percentile(ended, 50)), "ended_p99_ms": _r(percentile(ended, 99)),
         "ended_max_ms": _r(ended[-1] if ended else None),
         "errors": sum(p["rpc_errors"] + p["error_events"] for p in parts),
@@ -1114,6 +1353,16 @@ def _run_scenario(name: str, args: argparse.Namespace, deadline: float,
         "late": sum(p["late"] for p in parts),
         "commands_total": sum(p["completed_total"] for p in parts),
         "error_kinds": _merge_counts(p["error_kinds"] for p in parts),
+        "cleanup": {"commands": sum(p["cleanup_completed"] for p in parts),
+                    "errors": sum(p["cleanup_errors"] for p in parts),
+                    "hung": sum(p["cleanup_hung"] for p in parts),
+                    "ended_p50_ms": _r(percentile(cleanup, 50)),
+                    "ended_p99_ms": _r(percentile(cleanup, 99))},
+        "per_second": [sum(column) for column in
+                       zip(*(p["per_second"] + [0] * (len(max((q["per_second"] for q in parts), key=len))
+                                                      - len(p["per_second"])) for p in parts))],
+        "blind_spares_used": sum(p["spares_used"] for p in parts),
+        "blind_slots_stopped": sum(p["slots_stopped"] for p in parts),
         "daemon_rss_mib": round(rss_run.get("VmRSS", 0) / 1024, 1),
         "cpu_percent": {"daemon": cpu["daemon"], "emulator": cpu["emulator"], "clients": client_cpu},
         "daemon_log_lines": log_lines,
@@ -1139,10 +1388,12 @@ def machine_info() -> dict[str, Any]:
         # read-only: --no-optional-locks keeps git status from rewriting the index
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                 capture_output=True, text=True, timeout=5).stdout.strip()
-        if subprocess.run(["git", "--no-optional-locks", "status", "--porcelain",
-                           "--untracked-files=no"], cwd=REPO,
-                          capture_output=True, text=True, timeout=5).stdout.strip():
-            commit += " (+ uncommitted changes)"
+        changed = [line[3:] for line in subprocess.run(
+            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO, capture_output=True, text=True, timeout=5).stdout.splitlines() if line]
+        if changed:
+            commit += (" (+ uncommitted changes: " + ", ".join(changed[:4])
+                       + (", ..." if len(changed) > 4 else "") + ")")
     except (OSError, subprocess.SubprocessError):
         pass
     cpu = ""
@@ -1173,21 +1424,35 @@ def format_table(results: list[dict[str, Any]], info: dict[str, Any], argv: list
              "command: " + " ".join(argv), ""]
     load = [r for r in results if r["scenario"] != "idle"]
     if load:
-        header = (f"{'scenario':<8} {'clients':>7} {'depth':>5} {'cmds':>7} {'cmd/s':>8} "
-                  f"{'Started p50':>11} {'p99':>7} {'Ended p50':>9} {'p99':>7} {'errors':>6} "
+        header = (f"{'scenario':<9} {'clients':>7} {'depth':>5} {'cmds':>7} {'cmd/s':>7} "
+                  f"{'Started p50':>11} {'p99':>6} {'Success p50':>11} {'p99':>7} "
+                  f"{'Ended p50':>9} {'p99':>7} {'errors':>6} "
                   f"{'hung':>4} {'RSS MiB':>7}  CPU% daemon/emu/clients")
         lines += [header, "-" * len(header)]
         for r in load:
             cpu = r["cpu_percent"]
             lines.append(
-                f"{r['scenario']:<8} {r['clients']:>7} {r['depth']:>5} {r['commands']:>7} "
-                f"{r['commands_per_s']:>8.0f} {_ms(r['started_p50_ms']):>11} {_ms(r['started_p99_ms']):>7} "
+                f"{r['scenario']:<9} {r['clients']:>7} {r['depth']:>5} {r['commands']:>7} "
+                f"{r['commands_per_s']:>7.0f} {_ms(r['started_p50_ms']):>11} {_ms(r['started_p99_ms']):>6} "
+                f"{_ms(r.get('success_p50_ms')):>11} {_ms(r.get('success_p99_ms')):>7} "
                 f"{_ms(r['ended_p50_ms']):>9} {_ms(r['ended_p99_ms']):>7} {r['errors']:>6} {r['hung']:>4} "
                 f"{r['daemon_rss_mib']:>7.1f}  {cpu['daemon']:.0f}/{cpu['emulator']:.0f}/{cpu['clients']:.0f}")
         lines.append("latencies in ms, measured by the clients from sending the request; "
                      f"client = {load[0]['client']} x {load[0]['client_procs']} process(es)")
+        if any(r["scenario"] in ("callstart", "blind") for r in load):
+            lines.append("Success = CalleeAnswered (callstart) / TransferSuccessful (blind); these two "
+                         "count a command (cmds, cmd/s) when its Success event arrives")
         for r in load:
             extra = []
+            c = r.get("cleanup") or {}
+            if c.get("commands") or c.get("errors") or c.get("hung"):
+                extra.append(f"CallEnd of each new call (not measured above): {c['commands']} ended, "
+                             f"p50/p99 {_ms(c['ended_p50_ms'])}/{_ms(c['ended_p99_ms'])} ms, "
+                             f"{c['errors']} errors, {c['hung']} hung")
+            if r.get("blind_spares_used") or r.get("blind_slots_stopped"):
+                extra.append(f"transfers that left no new call: a spare call was used "
+                             f"{r['blind_spares_used']} times; slots stopped without a call "
+                             f"{r['blind_slots_stopped']}")
             if any(r["udp_drops"].values()):
                 extra.append(f"UDP datagrams dropped by the kernel (receive buffer full): "
                              f"daemon {r['udp_drops']['daemon']}, emulator {r['udp_drops']['emulator']}")
@@ -1195,6 +1460,8 @@ def format_table(results: list[dict[str, Any]], info: dict[str, Any], argv: list
                 extra.append(f"Ended without Error but with an incomplete event sequence "
                              f"{r['bad_sequence']}; unexpected messages {r['unexpected_messages']}; "
                              f"Ended after being counted as hung {r['late']}")
+            if (r.get("ended_max_ms") or 0) > 1000:
+                extra.append(f"slowest command {r['ended_max_ms']:.0f} ms to Ended")
             for text, n in list(r["error_kinds"].items())[:3]:
                 extra.append(f"{n} x error: {text}")
             for e in extra:
@@ -1229,6 +1496,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--commands", type=int, default=None,
                      help="run this many commands per load scenario instead of a duration")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    p.add_argument("--blind-spare-calls", type=int, default=100,
+                   help="blind: emulator calls beyond one per slot, for slots whose transfer "
+                        "failed (a failed transfer leaves no new call to go on with)")
     p.add_argument("--idle-clients", type=int, default=10000)
     p.add_argument("--idle-check", type=int, default=100,
                    help="Echo on this many of the idle connections afterwards (liveness)")
@@ -1248,6 +1518,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run the daemon as 'python SCRIPT <twist arguments>' instead of "
                         "'python -m twisted ...' (to try a monkeypatched fix without editing "
                         "the daemon; SCRIPT must end by running twist, see bench/README.md)")
+    p.add_argument("--emulator-fast-purge", action="store_true",
+                   help="run the emulator with an O(1) purge of ended dialogs instead of its "
+                        "scan of every dialog on every MI request (an experiment: as is, that "
+                        "scan limits callstart and blind; see docs/benchmarks.md)")
     p.add_argument("--path", default="/call-api")
     p.add_argument("--max-runtime", type=float, default=None,
                    help="hard limit for the whole run, seconds [default: from the scenarios]")
@@ -1261,6 +1535,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         for name in ("clients", "depth", "idle_clients", "client_procs"):
             if getattr(args, name) <= 0:
                 p.error(f"--{name.replace('_', '-')} must be positive")
+        if args.blind_spare_calls < 0:
+            p.error("--blind-spare-calls must not be negative")
         if args.duration is not None and args.duration <= 0:
             p.error("--duration must be positive")
         if args.commands is not None and args.commands <= 0:
@@ -1274,6 +1550,8 @@ class _Deadline(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--emulator-main"]:
+        return emulator_fast_purge_main(argv[1:])
     args = parse_args(argv)
     if args.worker is not None:
         with open(args.worker) as f:

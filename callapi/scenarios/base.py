@@ -179,6 +179,10 @@ class Command:
             self.fail(f"internal error: {e}")
 
     def start(self) -> None:
+        """
+        Begin the command's work (called once, by L{run}, after the
+        C{Started} result was written).  Subclasses implement it.
+        """
         raise NotImplementedError
 
     @staticmethod

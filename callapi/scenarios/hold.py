@@ -70,6 +70,9 @@ class CallHold(Command):
                 "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it")
 
     def mi_method(self) -> str:
+        """
+        @return: the MI command in use (C{call_hold} or C{callops:hold}).
+        """
         return self.ctx.names.hold
 
     def start(self) -> None:

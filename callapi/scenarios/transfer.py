@@ -56,18 +56,40 @@ class TransferCommand(Command):
     # hooks
 
     def transfer_params(self) -> dict[str, Any]:
+        """
+        @return: the named params of the C{call_transfer} MI request.
+        """
         raise NotImplementedError
 
     def watched_callids(self) -> list[str]:
+        """
+        @return: the Call-IDs whose E_CALL_TRANSFER events belong to this
+            transfer (two for an attended transfer).
+        """
         raise NotImplementedError
 
     def old_callid(self) -> str:
+        """
+        @return: the Call-ID of the dialog that is transferred (ended after
+            success if still up).
+        """
         raise NotImplementedError
 
     def transferring_data(self) -> Any:
+        """
+        @return: the C{data} of the C{Transferring} notification (C{None}:
+            omitted).
+        """
         return None
 
     def event_data(self, new_callid: str, destination: str | None, extra: str | None = None) -> Any:
+        """
+        @param new_callid: the new call's Call-ID (EVI C{transfer_callid}).
+        @param destination: the target URI without C{;osid=}, if known.
+        @param extra: the NOTIFY sipfrag status (C{TransferPending} only).
+        @return: the C{data} of C{TransferStart}/C{TransferPending}/the
+            success event.
+        """
         raise NotImplementedError
 
     # the flow
