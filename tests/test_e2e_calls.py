@@ -410,3 +410,35 @@ async def test_call_start_callid_is_the_generated_cmd_id(daemon: Daemon) -> None
     assert chosen.response["result"]["cmd_id"] == "mine"
     assert chosen.response["result"]["callid"] != "mine"
     client.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_end_while_transferring(reactor: Any) -> None:
+    """
+    CallEnd on the new call while the callee still rings (sipp `slow`
+    answers after 3 s): the proxy CANCELs it, the transfer fails, and
+    CallStart ends the caller's call too, so nothing is left up.
+    """
+    daemon = await start_daemon(reactor, delay_scale=1.0)
+    try:
+        client = await daemon.client()
+        start = client.command("CallStart", {"caller": ALICE, "callee": "sip:slow@127.0.0.1"})
+
+        def transfer_started() -> Any:
+            return next((m["params"]["data"]["callid"] for m in client.received
+                         if isinstance(m, dict) and m.get("params", {}).get("event") == "TransferStart"),
+                        None)
+
+        await until(reactor, lambda: transfer_started() is not None)
+        end = await client.command("CallEnd", {"callid": transfer_started()})
+        assert pairs(end) == [("Ended", None)]
+        result = await start
+        first = result.response["result"]["callid"]
+        assert result.events[:3] == ["CallerAnswered", "Transferring", "TransferStart"]
+        assert result.events[-2:] == ["Error", "Ended"]
+        assert result.data("Error")[0].startswith("transfer failed with status 487")
+        await until(reactor, lambda: dialog_ended(daemon, first))
+        await until(reactor, lambda: dialog_ended(daemon, transfer_started()))
+        client.sendClose()
+    finally:
+        await daemon.stop()

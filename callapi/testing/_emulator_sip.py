@@ -479,6 +479,8 @@ class Dialog:
     transfer: str | None = None
     click_to_dial: bool = False
     invite_chain: Any = None
+    #: who hears the proxied INVITE's final answer (e.g. a transfer)
+    invite_final: Any = None
     created_seq: int = 0
 
     @property

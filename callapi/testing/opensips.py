@@ -29,6 +29,7 @@ or on real sockets with L{start_emulator}, or standalone::
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 import sys
@@ -206,6 +207,8 @@ class OpenSIPSEmulator:
         self._subs: dict[str, list[_Subscription]] = {}
         self._phones: dict[str, tuple[str, Phone]] = {}
         self.dialogs: dict[str, Dialog] = {}
+        self._by_dialog_id: dict[str, Dialog] = {}
+        self._ended: collections.deque[Dialog] = collections.deque()
         self._uac_pending: dict[tuple[str, int], dict[str, Any]] = {}
         self._shv: dict[str, tuple[str, Any]] = {"notify_delay_ms": ("integer", 0)}
         self._seq = 0
@@ -454,13 +457,23 @@ class OpenSIPSEmulator:
         self._seq += 1
         dlg = Dialog(callid, entry, hid, caller, callee, created_seq=self._seq)
         self.dialogs[callid] = dlg
+        self._by_dialog_id[dlg.dialog_id] = dlg
         return dlg
 
     def _purge_deleted(self) -> None:
+        """
+        Forget dialogs deleted more than C{DELETED_LINGER_S} ago (they stay
+        listed for a while, 3.4 README "dlg_list").  Ended dialogs queue in
+        the order they ended, so this costs O(purged), not O(dialogs).
+        """
         now = self.clock.seconds()
-        for callid, dlg in list(self.dialogs.items()):
-            if dlg.ended_at is not None and now - dlg.ended_at > sip.DELETED_LINGER_S:
-                del self.dialogs[callid]
+        ended = self._ended
+        while ended and now - ended[0].ended_at > sip.DELETED_LINGER_S:
+            dlg = ended.popleft()
+            if self.dialogs.get(dlg.callid) is dlg:
+                del self.dialogs[dlg.callid]
+            if self._by_dialog_id.get(dlg.dialog_id) is dlg:
+                del self._by_dialog_id[dlg.dialog_id]
 
     def _find_dialog(self, key: str) -> Dialog | None:
         """An active dialog by Call-ID or internal ID (dlg_end_dlg accepts
@@ -468,9 +481,9 @@ class OpenSIPSEmulator:
         dlg = self.dialogs.get(key)
         if dlg is not None and dlg.active:
             return dlg
-        for d in self.dialogs.values():
-            if d.active and d.dialog_id == key:
-                return d
+        dlg = self._by_dialog_id.get(key)
+        if dlg is not None and dlg.active:
+            return dlg
         return None
 
     def _set_state(self, dlg: Dialog, new: int) -> None:
@@ -482,6 +495,7 @@ class OpenSIPSEmulator:
             dlg.timestart = self._wall()
         if new == 5:
             dlg.ended_at = self.clock.seconds()
+            self._ended.append(dlg)
             dlg.caller.alive = dlg.callee.alive = False
         self._raise("E_DLG_STATE_CHANGED", {
             "id": dlg.dialog_id, "db_id": dlg.db_id, "callid": dlg.callid,
@@ -522,6 +536,7 @@ class OpenSIPSEmulator:
         """
         ch = self._sched.chain(f"invite {dlg.callid}")
         dlg.invite_chain = ch
+        dlg.invite_final = on_final
         phone = dlg.callee.phone
 
         def alive() -> bool:
@@ -848,11 +863,20 @@ class OpenSIPSEmulator:
             dlg.invite_chain = None
             steps.append((sip.END_EARLY_EVENT_MS, lambda: self._end_dialog(dlg)))
             # a click-to-dial INVITE still waiting for its answer gets 487
+            waiting = False
             for pending in list(self._uac_pending.values()):
                 if pending["dialog"] is dlg and not pending["done"]:
+                    waiting = True
                     on_final: Callable[[_Final], None] = pending["on_final"]
                     steps.append((sip.END_EARLY_EVENT_MS, partial(
                         on_final, _Final(487, "487 Request Terminated"))))
+            # not traced: a proxied INVITE (e.g. a transfer's new call) that
+            # is CANCELled ends with the callee's 487, which callops reports
+            # as E_CALL_TRANSFER fail (as for any final reply >= 300)
+            if not waiting and dlg.invite_final is not None:
+                steps.append((sip.END_EARLY_EVENT_MS, partial(
+                    dlg.invite_final, _Final(487, "487 Request Terminated"))))
+            dlg.invite_final = None
         else:
             steps.append((sip.END_EVENT_MS, lambda: self._end_dialog(dlg)))
         self._sched.chain(f"end_dlg {dlg.callid}", steps)
