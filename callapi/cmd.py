@@ -69,7 +69,8 @@ from callapi.connection import AddressError, OpenSIPSService, parse_address
 
 PROG = "callapi-cmd"
 DEFAULT_MI = "udp:127.0.0.1:8080"
-DEFAULT_TIMEOUT = 180.0
+#: As callapi-client: longer than any command's own bound with default settings.
+DEFAULT_TIMEOUT = 300.0
 DEFAULT_MI_TIMEOUT = 5.0
 #: ``event_subscribe`` expire (seconds); refreshed every min(expire/3, 60) s.
 EVENT_EXPIRE = 120

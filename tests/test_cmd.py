@@ -275,7 +275,7 @@ def test_parse_args_defaults_and_options() -> None:
     options = parse_args(["CallHold", "callid=abc"])
     assert options == CmdOptions(method="CallHold", params={"callid": "abc"})
     assert (options.mi, options.events, options.timeout, options.mi_timeout) == (
-        "udp:127.0.0.1:8080", None, 180.0, 5.0)
+        "udp:127.0.0.1:8080", None, 300.0, 5.0)
     options = parse_args(["--json", "CallStart", "caller=sip:a@h", "--mi", "unix:/run/mi.sock",
                           "ring_timeout:=30", "--events", "udp:127.0.0.1:0", "--mi-timeout",
                           "0.5", "--timeout", "9", "--cmd-id", "c9", "--sip-uri",
