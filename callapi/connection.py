@@ -107,7 +107,7 @@ def local_address_towards(ip: str) -> str:
         probe.close()
 
 
-_module_log = logger()
+_module_log = logger("callapi.connection")
 
 #: Receive buffer asked for the MI and event sockets, in bytes: a burst of
 #: commands brings 4+ events each, and the default (~208 KiB) overflows.

@@ -61,12 +61,15 @@ def _forward(event: dict[str, Any]) -> None:
 observer = FilteringLogObserver(_forward, [levels])
 
 
-def logger() -> Logger:
+def logger(namespace: str | None = None) -> Logger:
     """
     A L{Logger} for a callapi class attribute (C{_log = logger()}): its
     events go to the global log when at or above the configured level.
+
+    @param namespace: needed only outside a class attribute (a class
+        attribute takes the class's name).
     """
-    return Logger(observer=observer)
+    return Logger(namespace=namespace or "callapi", observer=observer)
 
 
 def set_level(level: str) -> None:

@@ -1609,7 +1609,7 @@ def start_emulator(reactor: Any, host: str = "127.0.0.1", port: int = 0,
                                 maxPacketSize=65535)
     event_port = reactor.listenUDP(0, sender, interface=host, maxPacketSize=65535)
     address = mi_port.getHost()
-    logger().info(EMULATOR_BANNER + " - MI on udp:{host}:{port}", version=version,
+    logger("callapi.testing.opensips").info(EMULATOR_BANNER + " - MI on udp:{host}:{port}", version=version,
                   host=address.host, port=address.port)
     return RunningEmulator(emulator, (address.host, address.port), [mi_port, event_port],
                            sender)
