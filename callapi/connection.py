@@ -196,10 +196,15 @@ class OpenSIPSService(Service):
             enlarge_receive_buffer(port, "MI")
         else:
             mi_ip = "127.0.0.1"
+            # mi_datagram answers to the sender's bound path: bind one in a
+            # private directory that OpenSIPS (maybe another user) can reach.
             self._tempdir = tempfile.mkdtemp(prefix="callapi-")
+            os.chmod(self._tempdir, 0o711)
             bind = os.path.join(self._tempdir, "mi-reply.sock")
-            self._ports.append(reactor.connectUNIXDatagram(
-                mi.path, self.mi, maxPacketSize=MAX_DATAGRAM, bindAddress=bind))
+            self.mi.peer = mi.path
+            port = reactor.listenUNIXDatagram(bind, self.mi, maxPacketSize=MAX_DATAGRAM, mode=0o666)
+            self._ports.append(port)
+            enlarge_receive_buffer(port, "MI")
         events = self.events_address
         if events is None or events.kind == "udp":
             if events is None:

@@ -64,6 +64,19 @@ def is_provisional(result: Any) -> bool:
     return isinstance(status, str) and len(status) >= 3 and status[0] == "1" and status[:3].isdigit()
 
 
+def _same_address(addr: Any, peer: Any) -> bool:
+    """
+    Whether a datagram's source C{addr} is the MI peer: C{(ip, port)} for
+    UDP, the socket path for unix datagrams (mi_datagram answers from its
+    own socket).
+    """
+    if isinstance(peer, tuple):
+        return isinstance(addr, tuple) and tuple(addr[:2]) == peer
+    if isinstance(addr, bytes):
+        addr = addr.decode("utf-8", "replace")
+    return addr == peer
+
+
 @attrs.define
 class _Pending:
     method: str
@@ -92,9 +105,8 @@ class MIClientProtocol(DatagramProtocol):
         """
         @param clock: where request timers run.
         @param peer: destination for C{transport.write}: an C{(ip, port)}
-            tuple for an unconnected UDP socket (replies from any other
-            address are dropped), or C{None} for a connected socket (unix
-            datagram).
+            tuple (UDP) or a socket path (unix datagram); replies from any
+            other address are dropped.  C{None}: a connected socket (tests).
         @param timeout: default seconds to wait for a final reply.
         """
         self._clock = clock
@@ -161,7 +173,7 @@ class MIClientProtocol(DatagramProtocol):
         (from another address than the MI peer, non-JSON, not an object,
         unknown or late id) is logged and dropped.
         """
-        if self.peer is not None and isinstance(addr, tuple) and tuple(addr[:2]) != tuple(self.peer):
+        if self.peer is not None and not _same_address(addr, self.peer):
             self.stats["dropped"] += 1
             self._log.warn("dropped a datagram from {addr}, not from OpenSIPS MI {peer}",
                            addr=addr, peer=self.peer)

@@ -341,3 +341,41 @@ async def test_survives_opensips_down_then_up(reactor: Any) -> None:
         await daemon.running.stop()
         if later is not None:
             await later.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unix_datagram_mi_and_events(reactor: Any, tmp_path: Any) -> None:
+    """
+    mi_datagram on a unix datagram socket (--mi unix:/path) and events to a
+    unix socket (--events unix:/path, event_datagram's other socket form).
+    """
+    from callapi.testing.opensips import OpenSIPSEmulator, _EventSender, _MIProtocol
+
+    sender = _EventSender()
+    event_port = reactor.listenUDP(0, sender, interface="127.0.0.1")
+    emu = OpenSIPSEmulator(reactor, sender.send, delay_scale=0)
+    emu.add_default_phones()
+    mi_path = str(tmp_path / "mi.sock")
+    mi_port = reactor.listenUNIXDatagram(mi_path, _MIProtocol(emu), maxPacketSize=65535)
+    options = Options()
+    options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--mi", f"unix:{mi_path}",
+                          "--events", f"unix:{tmp_path / 'events.sock'}"])
+    top = makeService(options, reactor)
+    top.startService()
+    try:
+        port = (await top.getServiceNamed("websocket")._waitingForPort).getHost().port
+        opensips = top.getServiceNamed("opensips")
+        await opensips.subscribed
+        assert opensips.event_socket == f"unix:{tmp_path / 'events.sock'}"
+        assert all(s["ok"] for s in opensips.subscriptions.status.values())
+        callid = emu.add_call("sip:alice@127.0.0.1", "sip:bob@127.0.0.1")
+        await until(reactor, lambda: emu.dialogs[callid].state == 4)
+        client = await connect(reactor, port)
+        assert (await client.command("CallHold", {"callid": callid})).events == HOLD
+        client.sendClose()
+    finally:
+        await top.stopService()
+        await mi_port.stopListening()
+        await event_port.stopListening()
+        sender.close_unix()
+        emu.stop()
