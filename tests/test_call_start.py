@@ -25,8 +25,8 @@ from callapi.events import EventHub
 from callapi.scenarios import COMMANDS, Context, MINames, Settings
 from callapi.scenarios.call_start import CLICK_TO_DIAL_SDP, CallStart
 from callapi.testing.fakes import FakeMIClient, RecordingSink
+from tests.evi import D, Event, X
 
-Event = tuple[str, dict[str, Any]]
 
 ALICE = "sip:alice@127.0.0.1"
 BOB = "sip:bob@127.0.0.1"
@@ -39,25 +39,6 @@ OFFLINE = "sip:offline@127.0.0.1"
 #: the click-to-dial offer, as sent in every a_/b_/c_ trace
 TRACE_SDP = ("v=0\r\no=click-to-dial 0 0 IN IP4 0.0.0.0\r\ns=session\r\nc=IN IP4 0.0.0.0\r\n"
              "t=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
-
-
-def X(callid: str, leg: str, transfer_callid: str, destination: str, state: str,
-      status: str) -> Event:
-    """
-    One E_CALL_TRANSFER, params in the wire's member order.
-    """
-    return ("E_CALL_TRANSFER", {"callid": callid, "leg": leg, "transfer_callid": transfer_callid,
-                                "destination": destination, "state": state, "status": status})
-
-
-def D(id_: str, db_id: str, callid: str, from_tag: str, to_tag: str | None, old_state: int,
-      new_state: int) -> Event:
-    """
-    One E_DLG_STATE_CHANGED, params in the wire's member order.
-    """
-    return ("E_DLG_STATE_CHANGED", {"id": id_, "db_id": db_id, "callid": callid,
-                                    "from_tag": from_tag, "to_tag": to_tag,
-                                    "old_state": old_state, "new_state": new_state})
 
 
 @attrs.frozen

@@ -24,33 +24,14 @@ from callapi.events import EventHub
 from callapi.scenarios import COMMANDS, Context, MINames, Settings
 from callapi.scenarios.transfer import CallAttendedTransfer, CallBlindTransfer, TransferCommand
 from callapi.testing.fakes import FakeMIClient, RecordingSink
+from tests.evi import D, Event, X
 
-Event = tuple[str, dict[str, Any]]
 
 CINDY = "sip:cindy@127.0.0.1"
 BUSY = "sip:busy@127.0.0.1"
 BOB = "sip:bob@127.0.0.1"
 NOBODY = "sip:nobody@127.0.0.1"
 ERIN = "sip:erin@127.0.0.1"
-
-
-def X(callid: str, leg: str, transfer_callid: str, destination: str, state: str,
-      status: str) -> Event:
-    """
-    One E_CALL_TRANSFER, params in the wire's member order.
-    """
-    return ("E_CALL_TRANSFER", {"callid": callid, "leg": leg, "transfer_callid": transfer_callid,
-                                "destination": destination, "state": state, "status": status})
-
-
-def D(id_: str, db_id: str, callid: str, from_tag: str, to_tag: str | None, old_state: int,
-      new_state: int) -> Event:
-    """
-    One E_DLG_STATE_CHANGED, params in the wire's member order.
-    """
-    return ("E_DLG_STATE_CHANGED", {"id": id_, "db_id": db_id, "callid": callid,
-                                    "from_tag": from_tag, "to_tag": to_tag,
-                                    "old_state": old_state, "new_state": new_state})
 
 
 #: a step of L{Env.play}: the MI reply "Accepted" to call_transfer
