@@ -32,7 +32,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
@@ -48,7 +48,12 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import (
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.python.failure import Failure
 
 from callapi import __version__
@@ -592,8 +597,9 @@ class _Runner:
         protocol = self.protocol
         if protocol is None or self.gone.called:
             return
-        transport = protocol.transport
-        assert transport is not None  # connected, and not yet gone
+        # connected, and not yet gone; ITransport itself has no abortConnection
+        assert protocol.transport is not None
+        transport = cast(ITCPTransport, protocol.transport)
         if protocol.state == WebSocketProtocol.STATE_OPEN:
             protocol.sendClose(code=1000)
         elif protocol.state not in (WebSocketProtocol.STATE_CLOSING, WebSocketProtocol.STATE_CLOSED):
@@ -626,6 +632,7 @@ def _endpoint(reactor: Any, url: str) -> Any:
     is_secure, host, port_or_path, _resource, _path, _params = parse_url(url)
     if host == "unix":
         return UNIXClientEndpoint(reactor, port_or_path)
+    endpoint: IStreamClientEndpoint
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

@@ -87,8 +87,8 @@ def load(path: str, option_names: set[str]) -> dict[str, Any]:
         for key, value in content.items():
             if section == "ws_server" and key in ("host", "port"):
                 continue
-            name = GO_KEYS.get((section, key))
-            if name is None:
+            option = GO_KEYS.get((section, key))
+            if option is None:
                 raise ConfigError(f"config file {path}: unknown key {section}.{key}")
-            values[name] = value
+            values[option] = value
     return values

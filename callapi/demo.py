@@ -84,7 +84,7 @@ class DemoService(Service):
         callid = self.new_call()
         self._log.info("[demo] emulator call alice -> bob is up, Call-ID {callid}", callid=callid)
         url = f"ws://127.0.0.1:{port}{path}"
-        factory = WebSocketClientFactory(url)
+        factory = _WalkthroughFactory(url)
         factory.protocol = _WalkthroughProtocol
         factory.callid = callid
         factory.done = Deferred()
@@ -111,11 +111,27 @@ class DemoService(Service):
         return None
 
 
+class _WalkthroughFactory(WebSocketClientFactory):
+    """
+    The walkthrough's client factory.
+
+    @ivar callid: the demo call's Call-ID.
+    @ivar done: fires when the walkthrough has run (or fails).
+    @ivar log_: where the client logs (Autobahn owns C{log}).
+    """
+
+    callid: str
+    done: Deferred[None]
+    log_: Logger
+
+
 class _WalkthroughProtocol(WebSocketClientProtocol):
     """
     Sends L{WALKTHROUGH} one command at a time, each after the previous
     command's C{Ended}, logging every message received.
     """
+
+    factory: _WalkthroughFactory
 
     def onOpen(self) -> None:
         self._steps = list(WALKTHROUGH)

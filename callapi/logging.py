@@ -5,12 +5,13 @@ a level filter, added while the daemon runs (twistd's own log is unchanged).
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twisted.application.service import Service
 from twisted.logger import (
     Logger,
     FilteringLogObserver,
+    ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogPublisher,
@@ -58,7 +59,7 @@ def _forward(event: dict[str, Any]) -> None:
 
 
 #: Where callapi's loggers write: the global log, filtered by L{levels}.
-observer = FilteringLogObserver(_forward, [levels])
+observer = FilteringLogObserver(cast(ILogObserver, _forward), [levels])
 
 
 def logger(namespace: str | None = None) -> Logger:
@@ -79,4 +80,5 @@ def set_level(level: str) -> None:
 
     @raise twisted.constants.NamedConstant lookup error (ValueError): unknown name.
     """
-    levels.setLogLevelForNamespace(None, LogLevel.levelWithName(level))
+    # "" (like None) sets the level of the root namespace, i.e. the default.
+    levels.setLogLevelForNamespace("", LogLevel.levelWithName(level))

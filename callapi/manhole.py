@@ -702,7 +702,8 @@ def makeManholeService(options: Mapping[str, Any], root_service: Any,
     realm.chainedProtocolFactory = terminal  # type: ignore[assignment]
     keys_file = str(options["manhole-keys"])
     checker = SSHPublicKeyChecker(classes.AuthorizedKeysFile(keys_file))
-    factory = ConchFactory(Portal(realm, [_AuditingKeyChecker(checker, keys_file)]))
+    # TerminalRealm provides requestAvatar but Twisted does not declare IRealm on it.
+    factory = ConchFactory(Portal(realm, [_AuditingKeyChecker(checker, keys_file)]))  # type: ignore[arg-type]
     # Instance attributes: ConchFactory's class-level dicts are shared.
     # (ConchFactory annotates them as bytes; SSHFactory wants Key objects.)
     factory.publicKeys = {host_key.sshType(): host_key.public()}  # type: ignore[dict-item]

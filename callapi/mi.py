@@ -144,7 +144,9 @@ class MIClientProtocol(DatagramProtocol):
                         mi_id=request_id, mi_method=method, params=params)
         try:
             if self.peer is None:
-                self.transport.write(datagram)
+                # IUDPTransport.write declares addr without its default (None);
+                # a connected transport (peer None) is written to without one.
+                self.transport.write(datagram)  # type: ignore[call-arg]
             else:
                 self.transport.write(datagram, self.peer)
         except Exception as e:  # socket errors: message too long, unreachable ...

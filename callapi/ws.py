@@ -6,10 +6,11 @@ L{callapi.rpc.Session}.  Nothing else happens here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
 from twisted.logger import Logger
 
 from callapi.logging import logger
@@ -34,6 +35,7 @@ class CallApiProtocol(WebSocketServerProtocol):
 
     _log = logger()  # Autobahn owns self.log
     _session: Session | None = None
+    maxMessagePayloadSize: int  # set by Autobahn's setProtocolOptions
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -41,11 +43,11 @@ class CallApiProtocol(WebSocketServerProtocol):
         # options and swallows the error: Nagle stays on and notifications
         # written after Started wait for the peer's delayed ACK (~40 ms).
         try:
-            self.transport.setTcpNoDelay(True)
+            cast(ITCPTransport, self.transport).setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass  # not TCP (unix socket)
         try:
-            self.transport.registerProducer(self, True)
+            cast(IConsumer, self.transport).registerProducer(cast(IPushProducer, self), True)
         except (AttributeError, RuntimeError):
             pass
 
@@ -53,10 +55,10 @@ class CallApiProtocol(WebSocketServerProtocol):
     # when its buffer is full; we stop consuming the client's requests.
 
     def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
+        cast(IPushProducer, self.transport).pauseProducing()
 
     def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
+        cast(IPushProducer, self.transport).resumeProducing()
 
     def stopProducing(self) -> None:
         pass

@@ -34,7 +34,7 @@ import json
 import random
 import sys
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import attr
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
@@ -468,7 +468,8 @@ class OpenSIPSEmulator:
         """
         now = self.clock.seconds()
         ended = self._ended
-        while ended and now - ended[0].ended_at > sip.DELETED_LINGER_S:
+        # Only ended dialogs are queued, so ended_at is set.
+        while ended and now - cast(float, ended[0].ended_at) > sip.DELETED_LINGER_S:
             dlg = ended.popleft()
             if self.dialogs.get(dlg.callid) is dlg:
                 del self.dialogs[dlg.callid]

@@ -40,11 +40,21 @@ class CommandResult:
         return [n.get("data") for n in self.notifications if n["event"] == event]
 
 
+class _ClientFactory(WebSocketClientFactory):
+    """
+    The factory L{connect} uses: C{opened} fires with the open protocol.
+    """
+
+    opened: Deferred[JSONRPCClientProtocol]
+
+
 class JSONRPCClientProtocol(WebSocketClientProtocol):
     """
     Sends requests with L{command}; routes responses by id and
     notifications by cmd_id.  C{received} keeps every raw message in order.
     """
+
+    factory: _ClientFactory  # or any factory with the same C{opened}
 
     def onOpen(self) -> None:
         self.received: list[dict[str, Any]] = []
@@ -120,7 +130,7 @@ def connect(reactor: Any, port: int, path: str = "/call-api",
 
     @return: a Deferred firing with the open L{JSONRPCClientProtocol}.
     """
-    factory = WebSocketClientFactory(f"ws://{host}:{port}{path}", reactor=reactor)
+    factory = _ClientFactory(f"ws://{host}:{port}{path}", reactor=reactor)
     factory.protocol = JSONRPCClientProtocol
     factory.opened = Deferred()
     d = TCP4ClientEndpoint(reactor, host, port).connect(factory)
