@@ -94,6 +94,10 @@ class CallApiProtocol(WebSocketServerProtocol):
             self._session = None
 
     def _send_text(self, text: str) -> None:
+        if self.state != self.STATE_OPEN:
+            # the client is closing or gone: a routine race, not an error
+            self._log.debug("dropped a message for a closing connection {peer}", peer=self.peer)
+            return
         # Autobahn applies the *incoming* size limit to outgoing messages too
         # and raises; callapi's replies are bounded by the requests (batch
         # size, message size), so the limit is lifted for sending.

@@ -84,6 +84,9 @@ class Settings:
     @ivar hold_retry_delay: seconds between those re-sends.
     @ivar ring_timeout: CallStart: how long the caller's phone may ring
         before the INVITE is cancelled (C{t_uac_cancel}).
+    @ivar cancel_grace: CallStart: after cancelling at the ring timeout,
+        how long to wait for the INVITE's outcome (a 2xx may cross the
+        CANCEL) before ending the dialog through the proxy anyway.
     @ivar answer_confirm_wait: CallStart: after the caller answered, how long
         to wait for the dialog's E_DLG_STATE_CHANGED 3->4 before trying the
         transfer anyway (404/410 answers are retried).
@@ -106,6 +109,7 @@ class Settings:
     hold_retry_delay: float = 0.5
     ring_timeout: float = 60.0
     answer_confirm_wait: float = 2.0
+    cancel_grace: float = 2.0
     transfer_start_timeout: float = 15.0
     transfer_timeout: float = 130.0
     transfer_old_gone_grace: float = 2.0

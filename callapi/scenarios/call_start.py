@@ -97,6 +97,10 @@ class CallStart(TransferCommand):
         self._confirmed = False
         self._transferring = False
         self._attempts = 0
+        self._seen_dialog = False  # any E_DLG_STATE_CHANGED of the first call
+        self._first_gone = False
+        self._cancelling: str | None = None  # the Error text once the ring timeout fired
+        self._ending = False
         self.listen("E_DLG_STATE_CHANGED", self.callid, self._on_first_dialog)
         ring = self.params.get("ring_timeout", self.ctx.settings.ring_timeout)
         self._ring_timer = self.call_later(ring, self._ring_timeout, ring)
@@ -115,6 +119,13 @@ class CallStart(TransferCommand):
         if self._ring_timer.active():
             self._ring_timer.cancel()
         status = result.get("Status") if isinstance(result, dict) else None
+        if self._cancelling is not None:
+            # the answer crossed the CANCEL: hang the call up again
+            if isinstance(status, str) and status[:1] == "2":
+                self._end_first_and_fail(self._cancelling)
+            else:
+                self.fail(self._cancelling)
+            return
         if not isinstance(status, str) or not status[:1] == "2":
             self.fail(status if isinstance(status, str) else f"unexpected t_uac_dlg result {result!r}")
             return
@@ -128,6 +139,15 @@ class CallStart(TransferCommand):
 
     def _on_first_dialog(self, params: dict[str, Any]) -> None:
         new_state = params.get("new_state")
+        self._seen_dialog = True
+        if new_state == 5:
+            self._first_gone = True
+        if self._cancelling is not None:
+            if new_state in (3, 4):
+                self._end_first_and_fail(self._cancelling)
+            elif new_state == 5:
+                self.fail(self._cancelling)
+            return
         if new_state == 4:
             self._confirmed = True
             if self._answered:
@@ -148,12 +168,52 @@ class CallStart(TransferCommand):
                       "ended before it was answered")
 
     def _ring_timeout(self, ring: float) -> None:
+        """
+        Cancel the INVITE (C{t_uac_cancel}, trace C{b_click_to_dial_cancel}).
+        A 2xx may cross the CANCEL: wait up to C{Settings.cancel_grace} for
+        the outcome (dialog deleted -> done; confirmed -> C{dlg_end_dlg}),
+        then end the dialog through the proxy anyway (C{dlg_end_dlg} CANCELs
+        an early dialog and BYEs a confirmed one; 404 = already gone).
+        """
         if self._answered or self._confirmed:
             return  # answered: the 200's MI reply is on its way (trace race)
+        caller = self.params["caller"]
+        if self._seen_dialog:
+            text = (f"408 Request Timeout: {caller} did not answer within {ring:g} s "
+                    "(INVITE cancelled)")
+        else:
+            text = (f"408 Request Timeout: no answer to the INVITE to {caller} and no dialog "
+                    f"event within {ring:g} s (INVITE cancelled; is OpenSIPS overloaded or the "
+                    "event subscription broken?)")
+        self._cancelling = text
+        self.state = "cancelling the INVITE"
         self.request(self.ctx.names.uac_cancel, {"callid": self.callid, "cseq": "1"},
                      lambda _: None, lambda _: None)
-        self.fail(f"408 Request Timeout: {self.params['caller']} did not answer within "
-                  f"{ring:g} s (INVITE cancelled)")
+        self.call_later(self.ctx.settings.cancel_grace, self._end_first_and_fail, text)
+
+    def _end_first_and_fail(self, text: str) -> None:
+        if self._ending:
+            return
+        self._ending = True
+        self.request(self.ctx.names.end_dialog, {"dialog_id": self.callid},
+                     lambda _: self.fail(text), lambda _: self.fail(text))
+
+    def abort(self, why: str = "aborted") -> None:
+        """
+        The client went away: besides releasing everything, do not leave the
+        caller's phone in a call with nobody: cancel the INVITE if it may
+        still ring and end the first call through the proxy (fire and
+        forget: the command is over).
+        """
+        if not self.done and self.state != "created" and not self._first_gone:
+            mi, names = self.ctx.mi, self.ctx.names
+            self._log.info("client gone: ending the first call {callid} of CallStart {cmd_id}",
+                           callid=self.callid, cmd_id=self.cmd_id)
+            if not (self._answered or self._confirmed):
+                mi.call(names.uac_cancel, {"callid": self.callid, "cseq": "1"}).addErrback(
+                    lambda _: None)
+            mi.call(names.end_dialog, {"dialog_id": self.callid}).addErrback(lambda _: None)
+        super().abort(why)
 
     # phase 2: transfer the answered caller to the callee
 

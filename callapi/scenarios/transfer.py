@@ -156,7 +156,8 @@ class TransferCommand(Command):
         if not self._started:
             self.transfer_failed(CommandTimeout(
                 f"E_CALL_TRANSFER start after the call {self.old_callid()} ended "
-                "(the transferee hung up before its INVITE was linked)", grace))
+                "(if the transferee hung up itself, OpenSIPS may not have linked its new call)",
+                grace))
 
     def _on_transfer_event(self, params: dict[str, Any]) -> None:
         if self._accepted:
@@ -173,6 +174,13 @@ class TransferCommand(Command):
             return
         if self._finished:
             return  # late notify, or the attended transfer's second copy
+        if self._started and new_callid != self._new_callid:
+            # another transfer touching the same dialog (an attended transfer
+            # raises its events on both Call-IDs): not ours
+            self._log.info("ignored E_CALL_TRANSFER {state} of another transfer (new call "
+                           "{other}) for {cmd_id}", state=state, other=new_callid,
+                           cmd_id=self.cmd_id)
+            return
         destination = params.get("destination") or None
         if destination and ";osid=" in destination:
             destination = destination.split(";osid=", 1)[0]

@@ -534,8 +534,9 @@ def strip_uri(uri: str) -> str:
 
 
 def valid_sip_uri(uri: str) -> bool:
-    """A URI tm would accept as R-URI / next_hop (3.4/h_errors.jsonl id 5)."""
-    if not (uri.startswith("sip:") or uri.startswith("sips:")):
+    """A URI tm would accept as R-URI / next_hop (3.4/h_errors.jsonl id 5);
+    the scheme is case-insensitive (OpenSIPS parse_uri, RFC 3261 19.1.4)."""
+    if not uri.lower().startswith(("sip:", "sips:")):
         return False
     rest = uri.split(":", 1)[1]
     host = rest.split("@", 1)[-1].split(";", 1)[0].split("?", 1)[0]

@@ -1608,6 +1608,13 @@ def start_emulator(reactor: Any, host: str = "127.0.0.1", port: int = 0,
         emulator.add_phone(uri, phone)
     mi_port = reactor.listenUDP(port, _MIProtocol(emulator), interface=host,
                                 maxPacketSize=65535)
+    # a burst of MI requests must not overflow the default ~208 KiB buffer
+    # (a real mi_datagram socket needs the same: docs/opensips.md)
+    try:
+        import socket as _socket
+        mi_port.getHandle().setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 4 << 20)
+    except OSError:
+        pass
     event_port = reactor.listenUDP(0, sender, interface=host, maxPacketSize=65535)
     address = mi_port.getHost()
     logger("callapi.testing.opensips").info(EMULATOR_BANNER + " - MI on udp:{host}:{port}", version=version,
