@@ -28,7 +28,9 @@ MAX_CALLID = 256
 # Headers (?...) are refused: they could inject SIP headers into requests.
 _UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
-_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+"
+# RFC 3261 also allows "?" in the user part; refused here (a parser that
+# splits at "?" first would read headers), as are ?headers after the host.
+_USER = rf"(?:[{_UNRESERVED}&=+$,;/]|{_ESCAPED})+"
 _PASSWORD = rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*"
 _HOSTNAME = r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"

@@ -270,3 +270,15 @@ def test_scheme_is_case_insensitive_and_ipv4_octets_bounded() -> None:
     assert sip_uri("p", "SIP:alice@127.0.0.1") == "SIP:alice@127.0.0.1"
     with pytest.raises(RPCError):
         sip_uri("p", "sip:x@999.999.999.999")
+
+
+def test_question_mark_in_user_part_is_refused() -> None:
+    """
+    RFC 3261 allows "?" in the user part, but nothing a client sends may
+    look like ?headers to any parser on the way.
+    """
+    from callapi.errors import RPCError
+    from callapi.validation import sip_uri
+
+    with pytest.raises(RPCError):
+        sip_uri("p", "sip:bob?Subject=x@127.0.0.1")
