@@ -74,6 +74,12 @@ class Env:
         """
         self.clock.advance(0)
 
+    def settle(self) -> None:
+        """
+        Let C{Settings.hold_settle} pass (fewer than two legs started).
+        """
+        self.clock.advance(self.command.ctx.settings.hold_settle)
+
     def event(self, leg: str, state: str, action: str | None = None,
               callid: str | None = None) -> None:
         self.hub.dispatch("E_CALL_HOLD", {
@@ -292,6 +298,9 @@ def test_hold_events_are_ignored_by_unhold(turns: bool) -> None:
     assert env.events() == [("CallUnholding", None)]
     env.play(["callee start", "callee ok"])
     env.turn()
+    # only one leg started: the command waits Settings.hold_settle for the other
+    assert env.events() == [("CallUnholding", None), ustart("callee"), uok("callee")]
+    env.settle()
     assert env.events() == [("CallUnholding", None), ustart("callee"), uok("callee"), ENDED]
     env.assert_clean()
 
@@ -473,9 +482,10 @@ def test_no_event_after_ok(grace: float) -> None:
     env.clock.advance(1)
     env.mi_ok()
     env.turn()
+    env.settle()
     env.clock.advance(grace * 0.99)
     assert env.events() == [HOLDING]
-    env.clock.advance(grace * 0.01)
+    env.clock.advance(grace * 0.01 + 1e-9)  # + float rounding of the sums
     assert env.events() == [
         HOLDING,
         error(f"timed out after {grace:g} s waiting for any E_CALL_HOLD event after "
@@ -488,6 +498,7 @@ def test_no_event_after_ok_unhold() -> None:
     env = run(CallUnhold)
     env.mi_ok()
     env.turn()
+    env.settle()
     env.clock.advance(2)
     assert env.events() == [
         ("CallUnholding", None),

@@ -81,6 +81,8 @@ def hold_after(minutes: int, expire: int, refresh: float) -> list[tuple[str, Any
     command = CallHold(ctx, "long-1", {"callid": callid}, sink)
     command.run()
     pump(clock)
+    clock.advance(ctx.settings.hold_settle)
+    pump(clock)
     clock.advance(ctx.settings.hold_event_grace + 1)
     pump(clock)
     subscriptions.stop()

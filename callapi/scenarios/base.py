@@ -79,6 +79,9 @@ class Settings:
     @ivar hold_event_grace: after OpenSIPS answered "OK", how long to wait
         for the first E_CALL_HOLD C{start} before reporting that no event
         came (lost datagram or broken subscription).
+    @ivar hold_settle: when fewer than both legs reported C{start} one
+        reactor turn after OpenSIPS' "OK", how much longer to wait for
+        another C{start} before the set of legs counts as complete.
     @ivar hold_not_ready_retries: how often CallHold/CallUnhold re-send
         after 410 "Dialog not ready" (the call's ACK is on its way).
     @ivar hold_retry_delay: seconds between those re-sends.
@@ -105,6 +108,7 @@ class Settings:
     next_hop: str | None = None
     hold_timeout: float = 130.0
     hold_event_grace: float = 2.0
+    hold_settle: float = 0.2
     hold_not_ready_retries: int = 4
     hold_retry_delay: float = 0.5
     ring_timeout: float = 60.0

@@ -13,7 +13,9 @@ fails; errors are 404 "Dialog not found", 410 "Dialog not ready",
 
 The command therefore ends when (1) the MI reply said OK, (2) the set of
 started legs is settled (one reactor turn after the MI reply, since the
-C{start} datagrams were sent before it), and (3) every started leg reported
+C{start} datagrams were sent before it; when fewer than both legs started
+by then, C{Settings.hold_settle} later, for a remote proxy whose datagrams
+reach the two sockets at slightly different times), and (3) every started leg reported
 C{ok} or C{fail}, whatever the order in which these arrive.  Notifications
 keep the Go Call API order: C{CallHolding} first (on the MI reply), then the
 per-leg events in arrival order (those that came before the MI reply are
@@ -83,6 +85,7 @@ class CallHold(Command):
         self._started: dict[str, None] = {}
         self._finished: dict[str, str] = {}
         self._held_back: list[tuple[str, str]] = []
+        self._settle_waited = False
         self.listen("E_CALL_HOLD", callid, self._on_event)
         timeout = self.ctx.settings.hold_timeout
         self.call_later(timeout, self._timed_out, timeout)
@@ -121,6 +124,13 @@ class CallHold(Command):
         self.call_later(0, self._settle)
 
     def _settle(self) -> None:
+        if len(self._started) < 2 and not self._settle_waited:
+            # one leg (or none) started so far: the other may be held
+            # already (skipped silently) or its `start` still on the way
+            # from a remote proxy; give it a moment before deciding
+            self._settle_waited = True
+            self.call_later(self.ctx.settings.hold_settle, self._settle)
+            return
         self._settled = True
         if not self._started:
             grace = self.ctx.settings.hold_event_grace
@@ -140,6 +150,8 @@ class CallHold(Command):
             if leg in self._started:
                 return  # duplicate
             self._started[leg] = None
+            if len(self._started) == 2 and self._settle_waited:
+                self._settled = True  # both legs known: nothing more to wait for
             kind = "start"
         else:
             if leg in self._finished:
