@@ -44,7 +44,6 @@ Also runnable as ``python -m callapi.cmd``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field

@@ -23,7 +23,6 @@ from typing import Any
 import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.logger import Logger
 
 from callapi.logging import logger
 

@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterable
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
 from callapi.logging import logger
 from zope.interface import implementer

@@ -22,7 +22,6 @@ import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
 from callapi.logging import logger
 from zope.interface import implementer

@@ -11,7 +11,6 @@ import itertools
 import uuid
 from typing import Any, Callable
 
-from twisted.logger import Logger
 
 from callapi.logging import logger
 from zope.interface import implementer

@@ -19,7 +19,6 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
 
 from callapi.logging import logger
 from twisted.python import usage

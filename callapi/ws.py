@@ -11,7 +11,6 @@ from typing import Any, cast
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
-from twisted.logger import Logger
 
 from callapi.logging import logger
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+
+from tests.daemon import start_daemon
 
 
 @pytest.fixture
@@ -30,3 +34,17 @@ def clock() -> Clock:
     A fresh fake clock.
     """
     return Clock()
+
+
+@pytest.fixture
+def daemon(reactor: Any) -> Any:
+    """
+    A daemon + emulator pair on loopback; afterwards nothing may be left
+    running, registered or pending.
+    """
+    started = pytest_twisted.blockon(Deferred.fromCoroutine(start_daemon(reactor)))
+    yield started
+    pytest_twisted.blockon(Deferred.fromCoroutine(started.stop()))
+    assert started.runner.running == {}
+    assert started.opensips.hub.registrations == 0
+    assert started.opensips.mi.pending == {}

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
 
 from callapi.testing.opensips import Phone
-from tests.test_e2e import Daemon, daemon, start_daemon, until  # noqa: F401 (fixture)
+from tests.daemon import Daemon, start_daemon, until
 
 ALICE, BOB, CINDY = "sip:alice@127.0.0.1", "sip:bob@127.0.0.1", "sip:cindy@127.0.0.1"
 DAVE, ERIN = "sip:dave@127.0.0.1", "sip:erin@127.0.0.1"

@@ -7,7 +7,6 @@ not read stops being read.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from callapi import jsonrpc
 from callapi.testing.wsclient import JSONRPCClientProtocol
 from callapi.ws import CallApiProtocol, origin_allowed
-from tests.test_e2e import Daemon, daemon, start_daemon, until  # noqa: F401 (fixture)
+from tests.daemon import Daemon, start_daemon, until
 
 
 @pytest_twisted.ensureDeferred

@@ -12,7 +12,6 @@ from typing import Any, Callable, ClassVar
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 from callapi.logging import logger
 
