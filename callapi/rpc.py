@@ -73,7 +73,7 @@ class CommandRunner:
         """
         self.accepting = False
         for command in list(self.running.values()):
-            command.fail("callapi is shutting down")
+            command.shutdown()
 
 
 @implementer(INotificationSink)

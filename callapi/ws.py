@@ -6,6 +6,8 @@ L{callapi.rpc.Session}.  Nothing else happens here.
 
 from __future__ import annotations
 
+import ipaddress
+
 from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -162,9 +164,10 @@ def origin_allowed(origin: str, request_host: str, allowed: tuple[str, ...]) -> 
     """
     Whether a browser page from C{origin} may open a WebSocket.
 
-    Allowed: pages from a loopback host, from the host the client connected
-    to (C{request_host}, the C{Host} header without port), and those listed
-    in C{allowed} (C{"*"} = any).  Cross-site pages are refused, so a web
+    Allowed: pages from a loopback host, from the IP address the client
+    connected to (C{request_host}, the C{Host} header without port, when it
+    is an IP literal: a host *name* there could be DNS rebinding), and
+    those listed in C{allowed} (C{"*"} = any).  Cross-site pages are refused, so a web
     page open in a browser on the same machine cannot drive calls
     (RFC 6455 section 10.2).  Clients that are not browsers send no Origin
     and are not affected.
@@ -173,4 +176,18 @@ def origin_allowed(origin: str, request_host: str, allowed: tuple[str, ...]) -> 
     if "*" in allowed or normalised in allowed:
         return True
     host = _origin_host(normalised)
-    return host in _LOOPBACK_HOSTS or host == (request_host or "").lower()
+    if host in _LOOPBACK_HOSTS:
+        return True
+    # Same host only when the client addressed callapi by IP: a *name* in
+    # Host equal to the page's could be DNS rebinding (an attacker's name
+    # re-resolved to callapi's address).
+    request_host = (request_host or "").lower()
+    return host == request_host and _is_ip_literal(request_host)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

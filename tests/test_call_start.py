@@ -580,12 +580,32 @@ def test_3_4_of_another_call_does_not_send_the_transfer() -> None:
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
 
 
-def test_no_transfer_before_the_answer() -> None:
+def test_confirmed_dialog_without_reply_counts_as_answered() -> None:
+    """
+    3->4 proves a 2xx and its ACK: if the t_uac_dlg reply (a large UDP
+    datagram) is lost, go on after answer_confirm_wait instead of leaving
+    the caller in a silent call; a late reply is then ignored.
+    """
     t = Success
     env = run(callid=t.FIRST)
     env.play(t.F_1_2, t.F_2_3, t.F_3_4)
-    env.clock.advance(59)
+    env.clock.advance(1.99)
     assert env.mi.methods() == ["t_uac_dlg"] and env.events() == []
+    env.clock.advance(0.01)
+    assert env.events() == [answered()]
+    assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
+    env.play(t.ANSWER)
+    assert env.events() == [answered()]
+
+
+def test_invite_reply_lost_ends_the_first_call() -> None:
+    t = Success
+    env = run(callid=t.FIRST, ring_timeout=1)
+    env.play(t.F_1_2)
+    env.mi.time_out("t_uac_dlg")
+    assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": t.FIRST})
+    env.play(Reply("dlg_end_dlg", "OK"))
+    assert env.events()[-1] == ENDED and env.events()[0][0] == "Error"
 
 
 @pytest.mark.parametrize("code, message", [(404, "Dialog not found"), (410, "Dialog not ready")])
@@ -1085,3 +1105,11 @@ def test_check(params: dict[str, Any], data: str) -> None:
     with pytest.raises(RPCError) as caught:
         CallStart.check(params)
     assert (caught.value.code, caught.value.data) == (-32602, data)
+
+
+def test_shutdown_while_ringing_releases_the_call() -> None:
+    env = run(caller=NOANSWER, callid=NOANSWER_FIRST)
+    env.command.shutdown()
+    assert env.requests()[1:] == [("t_uac_cancel", {"callid": NOANSWER_FIRST, "cseq": "1"}),
+                                  ("dlg_end_dlg", {"dialog_id": NOANSWER_FIRST})]
+    assert env.events() == [error("callapi is shutting down"), ENDED]

@@ -438,6 +438,15 @@ def test_not_ready_then_ok() -> None:
     env.assert_clean()
 
 
+def test_lost_ok_reply_with_events_is_accepted() -> None:
+    env = run()
+    env.play(["caller start", "callee start", "caller ok", "callee ok"])
+    env.mi.time_out("call_hold")
+    env.turn()
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
+                            ok("callee"), ENDED]
+
+
 def test_mi_error_with_data() -> None:
     env = run()
     env.mi_error(-32602, "Invalid params", "Too few or too many parameters")

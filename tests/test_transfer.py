@@ -367,6 +367,18 @@ def test_blind_ignores_another_transfers_events_after_start() -> None:
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY)]
 
 
+def test_blind_lost_accepted_reply_with_events_is_accepted() -> None:
+    """
+    The "Accepted" datagram is lost but the transfer's start and ok came:
+    OpenSIPS did accept it; the success is reported, not an MI timeout.
+    """
+    t = CalleeSuccess
+    env = blind(t.OLD)
+    env.play(t.START, t.OK)
+    env.mi.time_out("call_transfer")
+    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY)]
+
+
 def test_blind_start_before_accepted_is_held_back() -> None:
     # d_blind_transfer_callee_success_notify_delay: start, then "Accepted"
     t = NotifyDelay

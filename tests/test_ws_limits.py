@@ -77,7 +77,10 @@ async def test_cross_site_origin_refused_local_allowed(daemon: Daemon) -> None:
 @pytest.mark.parametrize("origin, host, allowed, expected", [
     ("http://localhost:3000", "10.0.0.5", (), True),
     ("http://127.0.0.1", "10.0.0.5", (), True),
-    ("https://callapi.example.com", "callapi.example.com", (), True),
+    # a host *name* equal to the page's could be DNS rebinding: refused
+    ("https://callapi.example.com", "callapi.example.com", (), False),
+    ("http://rebind.attacker.example:5059", "rebind.attacker.example", (), False),
+    ("http://10.0.0.5:8080", "10.0.0.5", (), True),
     ("https://evil.example", "callapi.example.com", (), False),
     ("https://app.example.com", "10.0.0.5", ("https://app.example.com",), True),
     ("https://APP.example.com/", "10.0.0.5", ("https://app.example.com",), True),

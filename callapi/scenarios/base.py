@@ -222,6 +222,13 @@ class Command:
         self.emit("Ended")
         self._finish("ended")
 
+    def shutdown(self) -> None:
+        """
+        The daemon stops: end with C{Error "callapi is shutting down"}.
+        Commands that own a call they must not abandon override it.
+        """
+        self.fail("callapi is shutting down")
+
     def fail(self, reason: BaseException | str) -> None:
         """
         Send one C{Error} (C{data} = human-readable text) then C{Ended}.

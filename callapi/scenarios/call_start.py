@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 from callapi import validation
-from callapi.errors import MIError
+from callapi.errors import MIError, error_text
 from callapi.scenarios.transfer import TransferCommand
 
 #: The offer of the click-to-dial INVITE: one PCMU stream, no address (the
@@ -113,11 +113,25 @@ class CallStart(TransferCommand):
         self.state = f"calling {caller}"
         # the MI reply comes with the final SIP answer: allow the ring time
         self.request(self.ctx.names.uac_dlg, params, self._on_invite_answer,
-                     timeout=ring + 10.0)
+                     self._on_invite_error, timeout=ring + 10.0)
+
+    def _on_invite_error(self, reason: BaseException) -> None:
+        """
+        No usable t_uac_dlg reply (MI timeout, error): if the dialog exists,
+        end it through the proxy so the caller is not left in a call.
+        """
+        if self._answered:
+            return  # answered through the dialog events already
+        if self._seen_dialog and not self._first_gone:
+            self._end_first_and_fail(error_text(reason))
+        else:
+            self.fail(reason)
 
     def _on_invite_answer(self, result: Any) -> None:
         if self._ring_timer.active():
             self._ring_timer.cancel()
+        if self._answered:
+            return  # already answered through the dialog events (reply was late)
         status = result.get("Status") if isinstance(result, dict) else None
         if self._cancelling is not None:
             # the answer crossed the CANCEL: hang the call up again
@@ -129,13 +143,30 @@ class CallStart(TransferCommand):
         if not isinstance(status, str) or not status[:1] == "2":
             self.fail(status if isinstance(status, str) else f"unexpected t_uac_dlg result {result!r}")
             return
+        self._caller_answered()
+
+    def _caller_answered(self) -> None:
         self._answered = True
+        if self._ring_timer.active():
+            self._ring_timer.cancel()
         self.state = "caller answered"
         self.emit("CallerAnswered", {"caller": self.params["caller"], "callee": self.params["callee"]})
         if self._confirmed:
             self._transfer()
         else:
             self.call_later(self.ctx.settings.answer_confirm_wait, self._transfer)
+
+    def _answered_by_dialog(self) -> None:
+        """
+        The dialog was confirmed (3->4: a 2xx and its ACK) but the t_uac_dlg
+        reply has not come after C{answer_confirm_wait}: it may be lost
+        (a large UDP datagram); go on as answered rather than leave the
+        caller in a silent call.
+        """
+        if not self._answered and self._cancelling is None and not self._first_gone:
+            self._log.warn("t_uac_dlg reply for {callid} missing; the dialog is confirmed",
+                           callid=self.callid)
+            self._caller_answered()
 
     def _on_first_dialog(self, params: dict[str, Any]) -> None:
         new_state = params.get("new_state")
@@ -152,6 +183,8 @@ class CallStart(TransferCommand):
             self._confirmed = True
             if self._answered:
                 self._transfer()
+            else:
+                self.call_later(self.ctx.settings.answer_confirm_wait, self._answered_by_dialog)
         elif new_state == 5 and not self._transferring:
             if self._answered:
                 self.fail(f"{self.params['caller']} hung up before the transfer to "
@@ -205,15 +238,30 @@ class CallStart(TransferCommand):
         still ring and end the first call through the proxy (fire and
         forget: the command is over).
         """
-        if not self.done and self.state != "created" and not self._first_gone:
-            mi, names = self.ctx.mi, self.ctx.names
-            self._log.info("client gone: ending the first call {callid} of CallStart {cmd_id}",
-                           callid=self.callid, cmd_id=self.cmd_id)
-            if not (self._answered or self._confirmed):
-                mi.call(names.uac_cancel, {"callid": self.callid, "cseq": "1"}).addErrback(
-                    lambda _: None)
-            mi.call(names.end_dialog, {"dialog_id": self.callid}).addErrback(lambda _: None)
+        self.release_call(why)
         super().abort(why)
+
+    def shutdown(self) -> None:
+        """
+        The daemon stops: the same care as L{abort}, then the Error.
+        """
+        self.release_call("shutdown")
+        super().shutdown()
+
+    def release_call(self, why: str) -> None:
+        """
+        Fire-and-forget C{t_uac_cancel} (if it may still ring) and
+        C{dlg_end_dlg} of the first call, unless it is known to be gone.
+        """
+        if self.done or self.state == "created" or self._first_gone:
+            return
+        mi, names = self.ctx.mi, self.ctx.names
+        self._log.info("{why}: ending the first call {callid} of CallStart {cmd_id}",
+                       why=why, callid=self.callid, cmd_id=self.cmd_id)
+        if not (self._answered or self._confirmed):
+            mi.call(names.uac_cancel, {"callid": self.callid, "cseq": "1"}).addErrback(
+                lambda _: None)
+        mi.call(names.end_dialog, {"dialog_id": self.callid}).addErrback(lambda _: None)
 
     # phase 2: transfer the answered caller to the callee
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from callapi import validation
-from callapi.errors import CommandTimeout, MIError
+from callapi.errors import CommandTimeout, MIError, MITimeout
 from callapi.scenarios.base import Command
 
 
@@ -104,6 +104,12 @@ class CallHold(Command):
         reached the proxy, trace f_hold_early_and_click_to_dial) is retried
         C{Settings.hold_not_ready_retries} times; anything else fails.
         """
+        if isinstance(reason, MITimeout) and (self._held_back or self._started):
+            # the "OK" was lost but E_CALL_HOLD shows the hold happening
+            self._log.warn("no {mi_method} reply for {cmd_id}, but its events came",
+                           mi_method=self.mi_method(), cmd_id=self.cmd_id)
+            self._on_accepted("OK")
+            return
         settings = self.ctx.settings
         if (isinstance(reason, MIError) and reason.code == 410
                 and self._retries < settings.hold_not_ready_retries):

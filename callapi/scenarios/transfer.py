@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from callapi import validation
-from callapi.errors import CommandTimeout, MIError
+from callapi.errors import CommandTimeout, MIError, MITimeout
 from callapi.scenarios.base import Command
 
 
@@ -118,7 +118,18 @@ class TransferCommand(Command):
         Send (or re-send) the C{call_transfer} MI request.
         """
         self.request(self.ctx.names.transfer, self.transfer_params(), self._on_accepted,
-                     self.transfer_refused)
+                     self._on_transfer_error)
+
+    def _on_transfer_error(self, reason: BaseException) -> None:
+        if isinstance(reason, MITimeout) and self._held_back:
+            # the reply ("Accepted") was lost but this transfer's events came:
+            # OpenSIPS did accept it (events may precede the reply,
+            # c_click_to_dial_transfer_unknown_user)
+            self._log.warn("no call_transfer reply for {cmd_id}, but its events came",
+                           cmd_id=self.cmd_id)
+            self._on_accepted("Accepted")
+            return
+        self.transfer_refused(reason)
 
     def transfer_refused(self, reason: BaseException) -> None:
         """
@@ -153,7 +164,7 @@ class TransferCommand(Command):
                 self.call_later(grace, self._gone_before_start, grace)
 
     def _gone_before_start(self, grace: float) -> None:
-        if not self._started:
+        if not self._started and not self._held_back:
             self.transfer_failed(CommandTimeout(
                 f"E_CALL_TRANSFER start after the call {self.old_callid()} ended "
                 "(if the transferee hung up itself, OpenSIPS may not have linked its new call)",
