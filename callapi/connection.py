@@ -15,6 +15,7 @@ Address forms (PROTOCOL.md section 2):
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import tempfile
@@ -151,7 +152,7 @@ class OpenSIPSService(Service):
 
     def __init__(self, reactor: Any, mi_address: str, events_address: str | None = None,
                  mi_timeout: float = 5.0, event_expire: int = 120,
-                 names: Any = None) -> None:
+                 names: Any = None, events_from: tuple[str, ...] = ()) -> None:
         """
         @raise AddressError: for an address that cannot be parsed.
         """
@@ -159,9 +160,12 @@ class OpenSIPSService(Service):
         self.mi_address = parse_address(mi_address, "MI address")
         self.events_address = (parse_address(events_address, "events address", allow_port_zero=True)
                                if events_address else None)
-        self.mi = MIClientProtocol(reactor, None, mi_timeout)
+        self.mi = MIClientProtocol(reactor, None, mi_timeout,
+                                   first_id=random.SystemRandom().randrange(1, 1 << 31))
         self.hub = EventHub()
         self.receiver = EventReceiverProtocol(self.hub)
+        #: extra IPs events may come from (C{--events-from}); "any" = no check
+        self.events_from = events_from
         self.event_expire = event_expire
         from callapi.scenarios.base import MINames
 
@@ -190,7 +194,8 @@ class OpenSIPSService(Service):
             # unreachable" (OpenSIPS down) makes the reactor drop the socket
             # for good; the MI client filters replies by source instead.
             self.mi.peer = (mi_ip, mi.port)
-            port = reactor.listenUDP(0, self.mi, maxPacketSize=MAX_DATAGRAM)
+            port = reactor.listenUDP(0, self.mi, interface=local_address_towards(mi_ip),
+                                     maxPacketSize=MAX_DATAGRAM)
             self._ports.append(port)
             enlarge_receive_buffer(port, "MI")
         else:
@@ -204,6 +209,15 @@ class OpenSIPSService(Service):
             port = reactor.listenUNIXDatagram(bind, self.mi, maxPacketSize=MAX_DATAGRAM, mode=0o666)
             self._ports.append(port)
             enlarge_receive_buffer(port, "MI")
+        if "any" in self.events_from:
+            self.receiver.sources = None
+        else:
+            sources = {resolve_ipv4(h, "--events-from") for h in self.events_from}
+            if mi.kind == "udp":
+                sources.add(mi_ip)
+            else:
+                sources.update({"127.0.0.1"})
+            self.receiver.sources = sources
         events = self.events_address
         if events is None or events.kind == "udp":
             if events is None:

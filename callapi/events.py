@@ -130,17 +130,31 @@ class EventReceiverProtocol(DatagramProtocol):
     """
     The socket named in C{event_subscribe}: decodes EVI notification
     datagrams and hands them to an L{EventHub}.  Junk (non-JSON, not a
-    notification, params not an object) is logged and dropped.
+    notification, params not an object) is logged and dropped, and so is
+    any UDP datagram from an address not in C{sources} (forged events could
+    otherwise end or "complete" calls by Call-ID).
+
+    @ivar sources: the IP addresses events are accepted from; C{None} = any
+        (unix sockets, or C{--events-from any}).
     """
 
     noisy = False
     _log = logger()
 
-    def __init__(self, hub: EventHub) -> None:
+    def __init__(self, hub: EventHub, sources: set[str] | None = None) -> None:
         self._hub = hub
+        self.sources = sources
         self.dropped = 0
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if (self.sources is not None and isinstance(addr, tuple)
+                and addr[0] not in self.sources):
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # 1st, 2nd, 4th, 8th ...: no log flood
+                self._log.warn("dropped an event datagram from {addr}: not from OpenSIPS "
+                               "({sources}; see --events-from); {count} so far",
+                               addr=addr, sources=sorted(self.sources), count=self.dropped)
+            return
         try:
             message = json.loads(data)
         except (ValueError, RecursionError):

@@ -100,18 +100,21 @@ class MIClientProtocol(DatagramProtocol):
     noisy = False
     _log = logger()
 
-    def __init__(self, clock: IReactorTime, peer: Any = None, timeout: float = 5.0) -> None:
+    def __init__(self, clock: IReactorTime, peer: Any = None, timeout: float = 5.0,
+                 first_id: int = 1) -> None:
         """
         @param clock: where request timers run.
         @param peer: destination for C{transport.write}: an C{(ip, port)}
             tuple (UDP) or a socket path (unix datagram); replies from any
             other address are dropped.  C{None}: a connected socket (tests).
         @param timeout: default seconds to wait for a final reply.
+        @param first_id: the first request id (the daemon starts at a random
+            one, so ids are not guessable by a source-spoofing attacker).
         """
         self._clock = clock
         self.peer = peer
         self.timeout = timeout
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_id)
         self.pending: dict[str, _Pending] = {}
         self.stats = {"sent": 0, "replies": 0, "timeouts": 0, "dropped": 0}
         self._stopped = False

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "log-level": "info",
     "log-file": None,
     "allow-origin": None,
+    "events-from": None,
     "manhole": None,
     "manhole-keys": None,
     "manhole-key-dir": None,
@@ -106,6 +107,8 @@ class Options(usage.Options):
                                                f"[default: {DEFAULTS['transfer-start-timeout']}]"],
         ["transfer-timeout", None, None, "seconds to wait for a started transfer's outcome "
                                          f"[default: {DEFAULTS['transfer-timeout']}]"],
+        ["events-from", None, None, "comma-separated extra IPs EVI events may come from besides "
+                                    "the MI address (multi-homed OpenSIPS); 'any' disables the check"],
         ["allow-origin", None, None, "comma-separated browser origins allowed to connect besides "
                                      "loopback and same-host pages (e.g. https://app.example.com); * = any"],
         ["sip-uri", None, None, "next hop (OpenSIPS' SIP URI) for click-to-dial INVITEs"],
@@ -176,6 +179,17 @@ class Options(usage.Options):
             check_manhole_options(self)
 
 
+def _comma_list(value: Any) -> tuple[str, ...]:
+    """
+    A comma-separated option (or a YAML list) as a tuple of strings.
+    """
+    if not value:
+        return ()
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    return tuple(v.strip() for v in str(value).split(",") if v.strip())
+
+
 def _describe(error: BaseException) -> str:
     """
     A one-line description of a start-up error (some have an empty str()).
@@ -241,7 +255,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     opensips = OpenSIPSService(
         reactor, str(options["mi"]) if not options["demo"] else "udp:127.0.0.1:1",
         options["events"], mi_timeout=options["mi-timeout"],
-        event_expire=options["event-expire"], names=names)
+        event_expire=options["event-expire"], names=names,
+        events_from=_comma_list(options["events-from"]))
     opensips.setName("opensips")
     if options["demo"]:
         from callapi.demo import DemoService
@@ -261,11 +276,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     commands = _RunnerService(runner)
     commands.setName("commands")
     commands.setServiceParent(top)
-    origins = options["allow-origin"] or ""
-    if isinstance(origins, (list, tuple)):
-        origins = ",".join(map(str, origins))
     factory = CallApiFactory(runner, options["path"], options["max-message-size"], reactor=reactor,
-                             allowed_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()))
+                             allowed_origins=_comma_list(options["allow-origin"]))
     try:
         endpoint = serverFromString(reactor, options["listen"])
     except (ValueError, TypeError, KeyError) as e:

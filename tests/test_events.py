@@ -455,3 +455,25 @@ def test_stop_during_a_round_does_not_reschedule() -> None:
     assert clock.getDelayedCalls() == []
     clock.advance(3600)
     assert [r.params["expire"] for r in mi.requests] == [120, 120, 120, 0, 0, 0]
+
+
+def test_receiver_drops_events_from_other_sources() -> None:
+    """
+    Only OpenSIPS' address may send events: a forged E_CALL_TRANSFER from
+    another host must not reach the command waiting on that Call-ID.
+    """
+    from callapi.events import EventHub, EventReceiverProtocol
+
+    hub = EventHub()
+    got: list[dict] = []
+    hub.listen("E_CALL_HOLD", "abc", got.append)
+    receiver = EventReceiverProtocol(hub, sources={"10.0.0.5"})
+    datagram = (b'{"jsonrpc":"2.0","method":"E_CALL_HOLD","params":{"callid":"abc",'
+                b'"leg":"caller","action":"hold","state":"ok"}}')
+    receiver.datagramReceived(datagram, ("10.0.0.66", 40000))
+    assert got == [] and receiver.dropped == 1
+    receiver.datagramReceived(datagram, ("10.0.0.5", 40001))
+    assert len(got) == 1
+    receiver.sources = None  # --events-from any
+    receiver.datagramReceived(datagram, ("10.0.0.66", 40000))
+    assert len(got) == 2
