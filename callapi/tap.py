@@ -144,8 +144,13 @@ class Options(usage.Options):
             if self.get(name) is None:
                 self[name] = file_values.get(name, default)
         for flag in ("demo", "manhole-allow-remote"):
-            if not self[flag] and file_values.get(flag):
-                self[flag] = bool(file_values[flag])
+            value = file_values.get(flag)
+            if value is None or self[flag]:
+                continue
+            if not isinstance(value, bool):
+                raise usage.UsageError(f"callapi.{flag.replace('-', '_')} in the config file must "
+                                       f"be true or false, not {value!r}")
+            self[flag] = value
         self["mi-timeout"] = _positive_float("mi-timeout", self["mi-timeout"])
         for name in ("hold-timeout", "ring-timeout", "transfer-start-timeout", "transfer-timeout"):
             self[name] = _positive_float(name, self[name])

@@ -318,3 +318,18 @@ def test_non_utf8_config_is_one_line_error(tmp_path: Any) -> None:
     with pytest.raises(ConfigError) as caught:
         load(str(path), set())
     assert str(caught.value) == f"config file {path} is not UTF-8 text"
+
+
+def test_flag_in_config_must_be_a_boolean(tmp_path: Any) -> None:
+    """
+    A quoted "false" must not switch a flag on (bool("false") is True).
+    """
+    path = tmp_path / "c.yml"
+    path.write_text('callapi:\n  manhole_allow_remote: "false"\n')
+    from callapi.tap import Options
+
+    with pytest.raises(SystemExit) as caught:
+        Options().parseOptions(["--config", str(path)])
+    assert str(caught.value) == (
+        "callapi: error: callapi.manhole_allow_remote in the config file must be true or false, "
+        "not 'false'")
