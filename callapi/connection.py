@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
 from callapi.logging import logger
 
@@ -253,7 +253,7 @@ class OpenSIPSService(Service):
         (OpenSIPS was down at start-up), and subscribe with the right name.
         """
         if self.names.family:
-            return Deferred.fromCoroutine(_maybe(None))
+            return succeed(None)
 
         def use_names(_: Any) -> None:
             if self.subscriptions is not None:
@@ -286,18 +286,17 @@ class OpenSIPSService(Service):
 
     def stopService(self) -> Deferred[None]:
         """
-        Unsubscribe (bounded by the MI timeout), then close the sockets.
+        Unsubscribe (waiting at most 2 s for OpenSIPS), then close the sockets.
         """
         super().stopService()
         if self.subscriptions is not None:
             d = self.subscriptions.stop()
         else:
-            d = Deferred()
-            d.callback(None)
+            d = succeed(None)
 
         def close(_: Any) -> Deferred[Any]:
             ports, self._ports = self._ports, []
-            stops = [Deferred.fromCoroutine(_maybe(p.stopListening())) for p in ports]
+            stops = [maybeDeferred(p.stopListening) for p in ports]
             if self._tempdir:
                 for name in os.listdir(self._tempdir):
                     os.unlink(os.path.join(self._tempdir, name))
@@ -307,8 +306,3 @@ class OpenSIPSService(Service):
 
         return d.addCallback(close).addCallback(lambda _: None)
 
-
-async def _maybe(value: Any) -> Any:
-    if isinstance(value, Deferred):
-        return await value
-    return value

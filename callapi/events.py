@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
@@ -218,7 +218,7 @@ class SubscriptionManager:
             answers came; failures are logged and retried at the next refresh.
         """
         if self._stopped:
-            return Deferred.fromCoroutine(_nothing())
+            return succeed(None)
         self._running = True
         return self._subscribe_all()
 
@@ -239,7 +239,7 @@ class SubscriptionManager:
 
     def _round(self) -> Deferred[Any]:
         if not self._running:
-            return Deferred.fromCoroutine(_nothing())  # stopped meanwhile
+            return succeed(None)  # stopped meanwhile
         rounds = [self._subscribe(event, self.expire) for event in self.events]
         return DeferredList(rounds, consumeErrors=True)
 
@@ -281,6 +281,3 @@ class SubscriptionManager:
         rounds = [self._subscribe(event, 0, timeout) for event in self.events]
         return DeferredList(rounds, consumeErrors=True).addCallback(lambda _: None)
 
-
-async def _nothing() -> None:
-    return None
