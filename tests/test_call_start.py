@@ -25,7 +25,7 @@ from callapi.events import EventHub
 from callapi.scenarios import COMMANDS, Context, MINames, Settings
 from callapi.scenarios.call_start import CLICK_TO_DIAL_SDP, CallStart
 from callapi.testing.fakes import FakeMIClient, RecordingSink
-from tests.evi import D, Event, X
+from tests.evi import D, Event, X, assert_ended_clean
 
 
 ALICE = "sip:alice@127.0.0.1"
@@ -395,15 +395,7 @@ class Env:
         """
         Ended exactly once and last, at most one Error, nothing left behind.
         """
-        events = self.events()
-        assert events.count(ENDED) == 1 and events[-1] == ENDED, events
-        assert [e for e, _ in events].count("Error") <= 1, events
-        assert self.command.done
-        assert self.command.outstanding == {"subscriptions": 0, "timers": 0, "requests": 0}
-        assert self.hub.registrations == 0
-        assert self.clock.getDelayedCalls() == []
-        assert self.mi.pending == {}
-        assert {(m, c) for m, c, _, _ in self.sink.notifications} == {("CallStart", "c1")}
+        assert_ended_clean(self, "c1")
 
 
 def run(caller: str = ALICE, callee: str = BOB, callid: str | None = None,

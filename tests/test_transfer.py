@@ -24,7 +24,7 @@ from callapi.events import EventHub
 from callapi.scenarios import COMMANDS, Context, MINames, Settings
 from callapi.scenarios.transfer import CallAttendedTransfer, CallBlindTransfer, TransferCommand
 from callapi.testing.fakes import FakeMIClient, RecordingSink
-from tests.evi import D, Event, X
+from tests.evi import D, Event, X, assert_ended_clean
 
 
 CINDY = "sip:cindy@127.0.0.1"
@@ -253,15 +253,7 @@ class Env:
         """
         Ended exactly once and last, at most one Error, nothing left behind.
         """
-        events = self.events()
-        assert events.count(ENDED) == 1 and events[-1] == ENDED, events
-        assert [e for e, _ in events].count("Error") <= 1, events
-        assert self.command.done
-        assert self.command.outstanding == {"subscriptions": 0, "timers": 0, "requests": 0}
-        assert self.hub.registrations == 0
-        assert self.clock.getDelayedCalls() == []
-        assert self.mi.pending == {}
-        assert {(m, c) for m, c, _, _ in self.sink.notifications} == {(self.command.method, "t1")}
+        assert_ended_clean(self, "t1")
 
 
 def make(cls: type[TransferCommand], params: dict[str, Any], settings: Settings | None = None,
