@@ -4,7 +4,7 @@ Load benchmark of the callapi daemon against the OpenSIPS emulator.
 Everything runs as separate processes on 127.0.0.1 only::
 
     bench.py (orchestrator, plain Python, no reactor)
-      |- python -m callapi.testing.opensips --mi udp:127.0.0.1:0 --delay-scale 0 ...
+      |- python -m callapi.emulator --mi udp:127.0.0.1:0 --delay-scale 0 ...
       |- python -m twisted callapi --listen tcp:PORT:interface=127.0.0.1 --mi udp:...
       `- bench.py --worker ... (x --client-procs): Twisted WebSocket clients
 
@@ -1000,8 +1000,8 @@ def emulator_fast_purge_main(argv: list[str]) -> int:
     import importlib
 
     # imported by name: the emulator's own typing is not the bench's concern
-    emu_mod: Any = importlib.import_module("callapi.testing.opensips")
-    sip: Any = importlib.import_module("callapi.testing._emulator_sip")
+    emu_mod: Any = importlib.import_module("callapi.emulator.core")
+    sip: Any = importlib.import_module("callapi.emulator.sip")
 
     cls: Any = emu_mod.OpenSIPSEmulator
     set_state = cls._set_state
@@ -1037,7 +1037,7 @@ def start_emulator(procs: Processes, calls: int, deadline: float,
     @return: (MI address C{udp:127.0.0.1:PORT}, Call-IDs).
     """
     runner = ([os.path.abspath(__file__), "--emulator-main"] if fast_purge
-              else ["-m", "callapi.testing.opensips"])
+              else ["-m", "callapi.emulator"])
     proc = procs.spawn("emulator", [sys.executable, *runner,
                                     "--mi", "udp:127.0.0.1:0", "--delay-scale", "0",
                                     "--demo-calls", str(calls)])
@@ -1097,7 +1097,7 @@ def start_daemon(procs: Processes, mi: str, args: argparse.Namespace,
     raise BenchError("daemon: no free port after 3 attempts")
 
 
-#: the events the daemon subscribes to at start (callapi.events)
+#: the events the daemon subscribes to at start (callapi.opensips.events)
 DAEMON_EVENTS = ("E_CALL_TRANSFER", "E_CALL_HOLD", "E_DLG_STATE_CHANGED")
 
 

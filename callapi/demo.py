@@ -1,6 +1,6 @@
 """
 C{twistd -n callapi --demo}: run the daemon against the built-in OpenSIPS
-EMULATOR (L{callapi.testing.opensips}) instead of a real proxy, and walk a
+EMULATOR (L{callapi.emulator.core}) instead of a real proxy, and walk a
 demo call through CallHold, CallUnhold and CallEnd over the daemon's own
 WebSocket API, logging every message, so a newcomer sees the product work
 without any OpenSIPS.  Everything it prints says "EMULATOR" or "demo".
@@ -19,7 +19,8 @@ from twisted.logger import Logger
 
 from callapi.logging import logger
 
-from callapi.connection import OpenSIPSService, parse_address
+from callapi.opensips.addresses import parse_address
+from callapi.opensips.service import OpenSIPSService
 
 #: The commands the walkthrough runs on its demo call, in order.
 WALKTHROUGH = ("CallHold", "CallUnhold", "CallEnd")
@@ -30,7 +31,7 @@ class DemoService(Service):
     Starts the emulator on an ephemeral loopback UDP port before the
     C{opensips} service starts, and points it there.
 
-    @ivar running: the emulator handle (see L{callapi.testing.opensips.start_emulator}).
+    @ivar running: the emulator handle (see L{callapi.emulator.core.start_emulator}).
     """
 
     _log = logger()
@@ -50,7 +51,7 @@ class DemoService(Service):
         self._walkthrough = (websocket_service, path)
 
     def startService(self) -> None:
-        from callapi.testing.opensips import add_default_phones, start_emulator
+        from callapi.emulator.core import add_default_phones, start_emulator
 
         super().startService()
         self.running = start_emulator(self._reactor, host="127.0.0.1", port=0,

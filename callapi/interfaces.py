@@ -3,8 +3,8 @@ The seams of callapi.
 
 Scenario controllers talk to OpenSIPS only through L{IMIClient} (MI requests)
 and L{IEventHub} (EVI events), and to the application only through
-L{INotificationSink}.  Production implementations live in L{callapi.mi},
-L{callapi.events} and L{callapi.rpc}; verified fakes live in
+L{INotificationSink}.  Production implementations live in L{callapi.opensips.mi},
+L{callapi.opensips.events} and L{callapi.rpc}; verified fakes live in
 L{callapi.testing.fakes}.
 """
 

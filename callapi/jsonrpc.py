@@ -3,7 +3,7 @@ JSON-RPC 2.0 message parsing, validation and building (no Twisted here).
 
 Follows the JSON-RPC 2.0 specification (https://www.jsonrpc.org/specification)
 and PROTOCOL.md section 1.  Used for the client API; the MI side has its own
-encoder in L{callapi.mi} because OpenSIPS has its own quirks.
+encoder in L{callapi.opensips.mi} because OpenSIPS has its own quirks.
 """
 
 from __future__ import annotations

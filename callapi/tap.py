@@ -24,9 +24,11 @@ from callapi.logging import logger
 from twisted.python import usage
 
 from callapi import config as configfile
-from callapi.connection import AddressError, OpenSIPSService, parse_address
+from callapi.opensips.addresses import AddressError, parse_address
+from callapi.opensips.service import OpenSIPSService
 from callapi.rpc import CommandRunner
-from callapi.scenarios import Context, MINames, Settings
+from callapi.opensips.names import MINames
+from callapi.scenarios import Context, Settings
 from callapi.ws import CallApiFactory
 
 DEFAULTS: dict[str, Any] = {

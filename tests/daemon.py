@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from callapi.tap import Options, makeService
-from callapi.testing.opensips import start_emulator
+from callapi.emulator.core import start_emulator
 from callapi.testing.wsclient import connect
 
 

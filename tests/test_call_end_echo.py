@@ -12,8 +12,9 @@ import pytest
 from twisted.internet.task import Clock
 
 from callapi.errors import MIError, MIUnavailable, RPCError
-from callapi.events import EventHub
-from callapi.scenarios import COMMANDS, Context, MINames
+from callapi.opensips.events import EventHub
+from callapi.opensips.names import MINames
+from callapi.scenarios import COMMANDS, Context
 from callapi.scenarios.base import Command
 from callapi.scenarios.call_end import CallEnd
 from callapi.scenarios.echo import Echo

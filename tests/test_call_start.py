@@ -21,8 +21,9 @@ import pytest
 from twisted.internet.task import Clock
 
 from callapi.errors import MIError, RPCError
-from callapi.events import EventHub
-from callapi.scenarios import COMMANDS, Context, MINames, Settings
+from callapi.opensips.events import EventHub
+from callapi.opensips.names import MINames
+from callapi.scenarios import COMMANDS, Context, Settings
 from callapi.scenarios.call_start import CLICK_TO_DIAL_SDP, CallStart
 from callapi.testing.fakes import FakeMIClient, RecordingSink
 from tests.evi import D, Event, X, assert_ended_clean

@@ -1,4 +1,4 @@
-"""Tests for ``callapi.client``: pure logic, argument parsing, and end-to-end
+"""Tests for ``callapi.cli.client``: pure logic, argument parsing, and end-to-end
 runs against a scripted Autobahn server on loopback (port 0)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Protocol, ServerFactory
 
-from callapi.client import (
+from callapi.cli.client import (
     EXIT_COMMAND_FAILED,
     EXIT_ERROR,
     EXIT_OK,
@@ -362,7 +362,7 @@ def test_main_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str])
 
 def test_module_help_runs() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "callapi.client", "--help"],
+        [sys.executable, "-m", "callapi.cli.client", "--help"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr

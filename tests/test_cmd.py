@@ -1,11 +1,11 @@
 """
-``callapi-cmd`` (L{callapi.cmd}): one command straight against OpenSIPS.
+``callapi-cmd`` (L{callapi.cli.cmd}): one command straight against OpenSIPS.
 
-The core coroutine L{callapi.cmd.run} is run against the OpenSIPS emulator on
+The core coroutine L{callapi.cli.cmd.run} is run against the OpenSIPS emulator on
 loopback (port 0, C{delay_scale=0}); every test checks the printed lines,
 the exit code and that the cmd's event socket ended unsubscribed
 (C{expire 0} for every event it had subscribed).  A few tests run the real
-console entry point in a subprocess (C{python -m callapi.cmd}): usage errors,
+console entry point in a subprocess (C{python -m callapi.cli.cmd}): usage errors,
 C{--help}, a whole run, and SIGINT in the middle of a command.
 """
 
@@ -25,7 +25,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 
-from callapi.cmd import (
+from callapi.cli.cmd import (
     EXIT_COMMAND_FAILED,
     EXIT_ERROR,
     EXIT_OK,
@@ -34,9 +34,9 @@ from callapi.cmd import (
     parse_args,
     run,
 )
-from callapi.client import UsageError
-from callapi.events import EVENTS
-from callapi.testing.opensips import start_emulator
+from callapi.cli.client import UsageError
+from callapi.opensips.events import EVENTS
+from callapi.emulator.core import start_emulator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -316,7 +316,7 @@ def test_main_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str])
 
 
 def test_module_help_runs() -> None:
-    proc = subprocess.run([sys.executable, "-m", "callapi.cmd", "--help"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "callapi.cli.cmd", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: callapi-cmd")
@@ -355,7 +355,7 @@ class _Child(ProcessProtocol):
 def _spawn(reactor: Any, *argv: str) -> _Child:
     child = _Child()
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    reactor.spawnProcess(child, sys.executable, [sys.executable, "-m", "callapi.cmd", *argv],
+    reactor.spawnProcess(child, sys.executable, [sys.executable, "-m", "callapi.cli.cmd", *argv],
                          env=env, path=str(REPO))
     return child
 

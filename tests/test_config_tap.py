@@ -17,7 +17,7 @@ from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactor
 
 from callapi import config
-from callapi.connection import OpenSIPSService
+from callapi.opensips.service import OpenSIPSService
 from callapi.rpc import CommandRunner
 from callapi.tap import DEFAULTS, Options, makeService
 from callapi.ws import CallApiFactory

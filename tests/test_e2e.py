@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet.protocol import DatagramProtocol
 
 from callapi.tap import Options, makeService
-from callapi.testing.opensips import Phone, start_emulator
+from callapi.emulator.core import Phone, start_emulator
 from callapi.testing.wsclient import connect
 from tests.daemon import Daemon, start_daemon, until
 
@@ -276,7 +276,7 @@ async def test_unix_datagram_mi_and_events(reactor: Any, tmp_path: Any) -> None:
     mi_datagram on a unix datagram socket (--mi unix:/path) and events to a
     unix socket (--events unix:/path, event_datagram's other socket form).
     """
-    from callapi.testing.opensips import OpenSIPSEmulator, _EventSender, _MIProtocol
+    from callapi.emulator.core import OpenSIPSEmulator, _EventSender, _MIProtocol
 
     sender = _EventSender()
     event_port = reactor.listenUDP(0, sender, interface="127.0.0.1")

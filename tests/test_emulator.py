@@ -1,5 +1,5 @@
 """
-Unit tests of the OpenSIPS emulator (L{callapi.testing.opensips}).
+Unit tests of the OpenSIPS emulator (L{callapi.emulator.core}).
 
 Synchronous, on a L{Clock} with a list-collecting C{send_event}; a few tests
 at the end use real loopback sockets (port 0) and always stop them.  The
@@ -25,9 +25,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 
-from callapi.testing._emulator_sched import Scheduler
-from callapi.testing._emulator_sip import core_hash, rev_hex
-from callapi.testing.opensips import (
+from callapi.emulator.scheduler import Scheduler
+from callapi.emulator.sip import core_hash, rev_hex
+from callapi.emulator.core import (
     EMULATOR_BANNER, OpenSIPSEmulator, Phone, add_default_phones, start_emulator,
 )
 
@@ -1204,7 +1204,7 @@ async def test_start_emulator_unix_event_socket(reactor: Any) -> None:
 
 def test_standalone_prints_emulator_banner() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "callapi.testing.opensips", "--mi", "udp:127.0.0.1:0",
+        [sys.executable, "-m", "callapi.emulator", "--mi", "udp:127.0.0.1:0",
          "--version", "4.0", "--delay-scale", "0", "--demo-calls", "2"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -1,5 +1,5 @@
 """
-L{callapi.events}: routing EVI events to the commands waiting for them
+L{callapi.opensips.events}: routing EVI events to the commands waiting for them
 (L{EventHub}), decoding event datagrams (L{EventReceiverProtocol}) and
 keeping OpenSIPS subscribed (L{SubscriptionManager}; 3.4 README, "Events in
 general" and "event_subscribe expiry").
@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from callapi.errors import MIError
-from callapi.events import EVENTS, EventHub, EventReceiverProtocol, SubscriptionManager
+from callapi.opensips.events import EVENTS, EventHub, EventReceiverProtocol, SubscriptionManager
 from callapi.interfaces import IEventHub, ISubscription
 from callapi.testing.fakes import FakeMIClient, no_result, result_of
 
@@ -462,7 +462,7 @@ def test_receiver_drops_events_from_other_sources() -> None:
     Only OpenSIPS' address may send events: a forged E_CALL_TRANSFER from
     another host must not reach the command waiting on that Call-ID.
     """
-    from callapi.events import EventHub, EventReceiverProtocol
+    from callapi.opensips.events import EventHub, EventReceiverProtocol
 
     hub = EventHub()
     got: list[dict] = []

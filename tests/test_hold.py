@@ -19,9 +19,10 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from callapi.errors import MIError
-from callapi.events import EventHub
+from callapi.opensips.events import EventHub
 from callapi.interfaces import INotificationSink
-from callapi.scenarios import COMMANDS, Context, MINames, Settings
+from callapi.opensips.names import MINames
+from callapi.scenarios import COMMANDS, Context, Settings
 from callapi.scenarios.hold import CallHold, CallUnhold
 from callapi.testing.fakes import FakeMIClient, RecordingSink
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from callapi.events import EventHub, EventReceiverProtocol, SubscriptionManager
-from callapi.mi import MIClientProtocol
+from callapi.opensips.events import EventHub, EventReceiverProtocol, SubscriptionManager
+from callapi.opensips.mi import MIClientProtocol
 from callapi.scenarios import Context
 from callapi.scenarios.hold import CallHold
 from callapi.testing.fakes import RecordingSink
-from callapi.testing.opensips import OpenSIPSEmulator
+from callapi.emulator.core import OpenSIPSEmulator
 
 EVENT_SOCKET = "udp:127.0.0.1:9921"
 MI_ADDRESS = ("127.0.0.1", 8080)

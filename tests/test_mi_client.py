@@ -1,5 +1,5 @@
 """
-L{callapi.mi.MIClientProtocol}: the OpenSIPS MI client over a datagram
+L{callapi.opensips.mi.MIClientProtocol}: the OpenSIPS MI client over a datagram
 socket (3.4 README, "MI datagram transport"), driven with a L{Clock} and
 L{FakeDatagramTransport}: exact request datagrams, reply matching,
 errors, timeouts, junk, provisional replies, cancellation and stop.
@@ -18,7 +18,7 @@ from zope.interface.verify import verifyObject
 
 from callapi.errors import MIError, MITimeout, MIUnavailable
 from callapi.interfaces import IMIClient
-from callapi.mi import MAX_DATAGRAM, MIClientProtocol, encode_request, is_provisional
+from callapi.opensips.mi import MAX_DATAGRAM, MIClientProtocol, encode_request, is_provisional
 from callapi.testing.fakes import FakeMIClient, failure_of, no_result, result_of
 
 PEER = ("127.0.0.1", 8080)

@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from callapi.errors import MIError
-from callapi.events import EventHub
+from callapi.opensips.events import EventHub
 from callapi.interfaces import INotificationSink
 from callapi.rpc import CommandRunner, Session
 from callapi.scenarios import Context

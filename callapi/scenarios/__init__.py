@@ -9,7 +9,7 @@ is sent), and the L{callapi.scenarios.base.Command} lifecycle.
 
 from __future__ import annotations
 
-from callapi.scenarios.base import Command, Context, MINames, Settings
+from callapi.scenarios.base import Command, Context, Settings
 from callapi.scenarios.call_end import CallEnd
 from callapi.scenarios.echo import Echo
 from callapi.scenarios.call_start import CallStart
@@ -22,4 +22,4 @@ COMMANDS: dict[str, type[Command]] = {
                                 CallBlindTransfer, CallAttendedTransfer)
 }
 
-__all__ = ["COMMANDS", "Command", "Context", "MINames", "Settings"]
+__all__ = ["COMMANDS", "Command", "Context", "Settings"]

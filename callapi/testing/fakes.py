@@ -10,7 +10,7 @@ socket or the global reactor.
     L{FakeMIClient.time_out}), in any order, and honours cancellation.
   - L{RecordingSink}: an L{INotificationSink} that records notifications.
 
-There is no fake event hub: the real L{callapi.events.EventHub} has no I/O,
+There is no fake event hub: the real L{callapi.opensips.events.EventHub} has no I/O,
 feed it with C{hub.dispatch(event, params)}.
 
 Small synchronous helpers for Deferreds (in the spirit of trial's
@@ -66,7 +66,7 @@ class FakeMIClient:
 
     @ivar requests: every request ever made, in order (L{FakeRequest}).
     @ivar timeout: the default timeout L{time_out} reports when the request
-        gave none (like L{callapi.mi.MIClientProtocol.timeout}).
+        gave none (like L{callapi.opensips.mi.MIClientProtocol.timeout}).
     """
 
     def __init__(self, timeout: float = 5.0) -> None:

@@ -34,7 +34,7 @@ PHONES = {
 }
 
 #: C{CALLAPI_TEST_MI=emulator}: the emulator's harness phones
-#: (callapi.testing._emulator_sip.default_phones; "nobody" is not one of
+#: (callapi.emulator.sip.default_phones; "nobody" is not one of
 #: them, so the emulated proxy answers 404 User Not Found).  A linphone
 #: caller (no NOTIFY race): CALLAPI_TEST_CALLER=sip:dave@127.0.0.1.
 EMULATOR_PHONES = {
@@ -93,7 +93,7 @@ def opensips_setup() -> Iterator[OpenSIPSSetup]:
         return
     from twisted.internet import reactor
 
-    from callapi.testing.opensips import start_emulator
+    from callapi.emulator.core import start_emulator
 
     running = start_emulator(
         reactor, delay_scale=float(_env("CALLAPI_TEST_EMULATOR_DELAY_SCALE") or 0.05),

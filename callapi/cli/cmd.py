@@ -8,7 +8,7 @@ Synopsis::
                 METHOD [key=value ...] [key:=JSON ...]
 
 It does in-process what ``twistd callapi`` + ``callapi-client`` do together:
-it opens the OpenSIPS side (:class:`callapi.connection.OpenSIPSService`: the
+it opens the OpenSIPS side (:class:`callapi.opensips.service.OpenSIPSService`: the
 MI socket, an event socket, ``event_subscribe`` for the events the commands
 follow), waits until the subscriptions were answered, hands one JSON-RPC
 request to a :class:`callapi.rpc.CommandRunner` session, prints exactly what
@@ -17,7 +17,7 @@ aborts whatever still runs, unsubscribes (``expire: 0``) and closes its
 sockets, on every path (``Ended``, error, ``--timeout``, Ctrl-C/SIGTERM).
 
 Output and exit codes are those of ``callapi-client`` (the same
-:class:`callapi.client.CommandSession` decides them; problem lines on stderr
+:class:`callapi.cli.client.CommandSession` decides them; problem lines on stderr
 start with ``callapi-cmd:``):
 
 - 0: the command ended (``Ended``) without an ``Error`` notification;
@@ -39,7 +39,7 @@ start with ``callapi-cmd:``):
   is 1.  Commands that need no event (``Echo``, ``CallEnd``) are held to the
   same rule: ``callapi-cmd`` needs a working OpenSIPS to do anything.
 
-Also runnable as ``python -m callapi.cmd``.
+Also runnable as ``python -m callapi.cli.cmd``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from typing import Any, NoReturn, TextIO
 from twisted.internet.defer import Deferred
 
 from callapi import __version__
-from callapi.client import (
+from callapi.cli.client import (
     EXIT_COMMAND_FAILED,
     EXIT_ERROR,
     EXIT_OK,
@@ -64,7 +64,8 @@ from callapi.client import (
     _printer,
     parse_params,
 )
-from callapi.connection import AddressError, OpenSIPSService, parse_address
+from callapi.opensips.addresses import AddressError, parse_address
+from callapi.opensips.service import OpenSIPSService
 
 PROG = "callapi-cmd"
 DEFAULT_MI = "udp:127.0.0.1:8080"
@@ -243,7 +244,7 @@ async def run(
     :param stdout: where results go (default: ``sys.stdout`` at call time).
     :param stderr: where problems go (default: ``sys.stderr`` at call time).
     :param on_service: called with the started
-        :class:`~callapi.connection.OpenSIPSService` (tests use it to learn
+        :class:`~callapi.opensips.service.OpenSIPSService` (tests use it to learn
         the event socket).
     """
     from callapi.rpc import CommandRunner, Session
@@ -348,7 +349,7 @@ def _log_to_stderr() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Console entry point (``callapi-cmd``, ``python -m callapi.cmd``).
+    """Console entry point (``callapi-cmd``, ``python -m callapi.cli.cmd``).
 
     :param argv: arguments without the program name (default ``sys.argv[1:]``).
     :raises SystemExit: always, with the exit code (2 and one stderr line for

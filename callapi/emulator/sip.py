@@ -2,7 +2,7 @@
 The SIP side of the OpenSIPS emulator: simulated phones, dialogs, identifiers
 and the trace-derived timings.
 
-Nothing here sends anything; L{callapi.testing.opensips} drives it.  All
+Nothing here sends anything; L{callapi.emulator.core} drives it.  All
 timings are milliseconds measured in the traces under
 C{../shared/opensips-traces/{3.4,4.0}} (the docstring or comment of each
 constant names the trace), multiplied by the emulator's C{delay_scale} when

@@ -23,7 +23,7 @@ Use it in unit tests with a L{twisted.internet.task.Clock}::
 
 or on real sockets with L{start_emulator}, or standalone::
 
-    python -m callapi.testing.opensips --mi udp:127.0.0.1:8080 [--version 4.0]
+    python -m callapi.emulator --mi udp:127.0.0.1:8080 [--version 4.0]
         [--delay-scale 1] [--demo-calls N]
 """
 
@@ -42,19 +42,19 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
 from callapi.logging import logger
-from callapi.testing import _emulator_sip as sip
-from callapi.testing._emulator_mi import (
+from callapi.emulator import sip
+from callapi.emulator.mi_table import (
     PARSE_ERROR, CommandTable, MIError, dumps, encode_error, encode_event,
     encode_result, invalid_params, match_recipe, param_int, param_str,
     server_error,
 )
-from callapi.testing._emulator_sched import Chain, Scheduler
-from callapi.testing._emulator_sip import Dialog, Leg, Phone, default_phones
+from callapi.emulator.scheduler import Chain, Scheduler
+from callapi.emulator.sip import Dialog, Leg, Phone, default_phones
 
 __all__ = ["OpenSIPSEmulator", "Phone", "start_emulator", "RunningEmulator",
            "SubscriptionInfo", "EMULATOR_BANNER", "add_default_phones", "default_phones"]
 
-EMULATOR_BANNER = ("OpenSIPS EMULATOR (callapi.testing.opensips) - this is NOT a real "
+EMULATOR_BANNER = ("OpenSIPS EMULATOR (callapi.emulator) - this is NOT a real "
                    "OpenSIPS; it imitates OpenSIPS {version} from recorded traces")
 
 #: EVI events and their ids (3.4/which_and_meta.jsonl "events_list",
@@ -1617,7 +1617,7 @@ def start_emulator(reactor: Any, host: str = "127.0.0.1", port: int = 0,
         pass
     event_port = reactor.listenUDP(0, sender, interface=host, maxPacketSize=65535)
     address = mi_port.getHost()
-    logger("callapi.testing.opensips").info(EMULATOR_BANNER + " - MI on udp:{host}:{port}", version=version,
+    logger("callapi.emulator").info(EMULATOR_BANNER + " - MI on udp:{host}:{port}", version=version,
                   host=address.host, port=address.port)
     return RunningEmulator(emulator, (address.host, address.port), [mi_port, event_port],
                            sender)
@@ -1635,13 +1635,13 @@ def _parse_mi(spec: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """C{python -m callapi.testing.opensips --mi udp:127.0.0.1:8080 ...}"""
+    """C{python -m callapi.emulator --mi udp:127.0.0.1:8080 ...}"""
     import argparse
 
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     parser = argparse.ArgumentParser(
-        prog="python -m callapi.testing.opensips",
+        prog="python -m callapi.emulator",
         description="OpenSIPS EMULATOR for callapi tests and demos (not a real OpenSIPS).")
     parser.add_argument("--mi", default="udp:127.0.0.1:8080",
                         help="MI datagram socket, udp:HOST:PORT (default %(default)s)")

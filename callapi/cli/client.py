@@ -707,7 +707,7 @@ async def run(
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Console entry point (``callapi-client``, ``python -m callapi.client``).
+    """Console entry point (``callapi-client``, ``python -m callapi.cli.client``).
 
     :param argv: arguments without the program name (default ``sys.argv[1:]``).
     :raises SystemExit: always, with the exit code (2 and one stderr line for

@@ -1,0 +1,5 @@
+"""
+Command-line tools: C{callapi-client} (one command through a running
+daemon's WebSocket) and C{callapi-cmd} (one command straight against
+OpenSIPS, no daemon).
+"""

@@ -1,0 +1,29 @@
+"""
+The OpenSIPS emulator: a stand-in for OpenSIPS 3.4 / 4.0.1 (tm, dialog,
+callops, mi_datagram, event_datagram) with emulated SIP phones, held to the
+reference traces by C{tests/test_emulator_traces.py}.
+
+It is a product of its own: C{twistd callapi --demo}, the benchmarks and
+users' own CI run it (C{python -m callapi.emulator}).  It imports nothing of
+the daemon but L{callapi.logging}.  What the traces do not show is listed
+as a guess in C{docs/emulator.md}.
+"""
+
+from callapi.emulator.core import (
+    EMULATOR_BANNER,
+    OpenSIPSEmulator,
+    RunningEmulator,
+    add_default_phones,
+    start_emulator,
+)
+from callapi.emulator.sip import Phone, default_phones
+
+__all__ = [
+    "EMULATOR_BANNER",
+    "OpenSIPSEmulator",
+    "Phone",
+    "RunningEmulator",
+    "add_default_phones",
+    "default_phones",
+    "start_emulator",
+]
