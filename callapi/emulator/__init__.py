@@ -9,20 +9,25 @@ the daemon but L{callapi.logging}.  What the traces do not show is listed
 as a guess in C{docs/emulator.md}.
 """
 
-from callapi.emulator.core import (
+from callapi.emulator.core import OpenSIPSEmulator, add_default_phones
+from callapi.emulator.events import SubscriptionInfo
+from callapi.emulator.sip import Phone, default_phones
+from callapi.emulator.sockets import (
     EMULATOR_BANNER,
-    OpenSIPSEmulator,
+    EventSender,
+    MIProtocol,
     RunningEmulator,
-    add_default_phones,
     start_emulator,
 )
-from callapi.emulator.sip import Phone, default_phones
 
 __all__ = [
     "EMULATOR_BANNER",
+    "EventSender",
+    "MIProtocol",
     "OpenSIPSEmulator",
     "Phone",
     "RunningEmulator",
+    "SubscriptionInfo",
     "add_default_phones",
     "default_phones",
     "start_emulator",

@@ -2,6 +2,6 @@
 
 import sys
 
-from callapi.emulator.core import main
+from callapi.emulator.cli import main
 
 sys.exit(main())

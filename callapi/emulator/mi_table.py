@@ -16,7 +16,8 @@ Sources (all under C{../shared/opensips-traces}):
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 # ---------------------------------------------------------------------------
 # Command table
@@ -406,6 +407,41 @@ def encode_result(request_id: Any, result: Any) -> bytes:
 def encode_error(request_id: Any, error: MIError) -> bytes:
     """C{{"jsonrpc":"2.0","error":{...},"id":...}} in that member order."""
     return dumps({"jsonrpc": "2.0", "error": error.as_error(), "id": request_id})
+
+
+class Respond:
+    """
+    Sends the reply datagram(s) of one MI request; nothing for a
+    notification (no C{id}, 3.4/h_errors.jsonl).
+
+    @ivar request_id: the request's C{id}, echoed with its JSON type.
+    @ivar method: the method name as the request spelled it.
+    """
+
+    def __init__(self, reply: Callable[[bytes], None] | None, request_id: Any,
+                 method: str) -> None:
+        self._reply = reply
+        self.request_id = request_id
+        self.method = method
+
+    def result(self, value: Any) -> None:
+        """Send C{{"result": value}}."""
+        if self._reply is not None:
+            self._reply(encode_result(self.request_id, value))
+
+    def error(self, err: MIError) -> None:
+        """Send C{{"error": ...}} for C{err}."""
+        if self._reply is not None:
+            self._reply(encode_error(self.request_id, err))
+
+
+#: What a command handler returns when it answers later through its
+#: L{Respond} (or never) instead of returning the result at once.
+ASYNC: Any = object()
+
+#: A command handler: C{handler(params, respond)} returns the result, or
+#: L{ASYNC}, or raises L{MIError}.
+Handler = Callable[[dict[str, Any], Respond], Any]
 
 
 def encode_event(event: str, params: dict[str, Any] | None) -> bytes:

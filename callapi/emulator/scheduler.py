@@ -16,7 +16,8 @@ can check for leaks; L{Scheduler.stop} cancels all.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -37,7 +38,7 @@ class Chain:
 
     _log = logger()
 
-    def __init__(self, scheduler: "Scheduler", name: str) -> None:
+    def __init__(self, scheduler: Scheduler, name: str) -> None:
         self._scheduler = scheduler
         self.name = name
         self._steps: deque[Step] = deque()
@@ -47,7 +48,7 @@ class Chain:
         self._running = False
         self.cancelled = False
 
-    def add(self, offset_ms: float, step: Callable[[], Any]) -> "Chain":
+    def add(self, offset_ms: float, step: Callable[[], Any]) -> Chain:
         """Insert a step at C{offset_ms} (after steps with the same offset)."""
         if self.cancelled:
             return self

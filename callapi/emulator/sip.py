@@ -12,8 +12,8 @@ scheduled.
 from __future__ import annotations
 
 import random
-import zlib
 import time
+import zlib
 from typing import Any
 
 import attr
@@ -258,7 +258,7 @@ class Phone:
             raise ValueError(f"refer must be one of {_REFERS}")
 
     @classmethod
-    def baresip(cls, **kw: Any) -> "Phone":
+    def baresip(cls, **kw: Any) -> Phone:
         """baresip 1.0.0 with C{answermode=auto} (3.4/README.md "User agents")."""
         kw.setdefault("ua", "baresip")
         kw.setdefault("status", "200 Answering")
@@ -267,7 +267,7 @@ class Phone:
         return cls(**kw)
 
     @classmethod
-    def linphone(cls, **kw: Any) -> "Phone":
+    def linphone(cls, **kw: Any) -> Phone:
         """linphonec 5.1.65, auto-answer (3.4/README.md "User agents")."""
         kw.setdefault("ua", "linphone")
         kw.setdefault("status", "200 Ok")
@@ -277,7 +277,7 @@ class Phone:
         return cls(**kw)
 
     @classmethod
-    def sipp(cls, **kw: Any) -> "Phone":
+    def sipp(cls, **kw: Any) -> Phone:
         """A sipp 3.6.1 UAS scenario (busy / noanswer / slow)."""
         kw.setdefault("ua", "sipp")
         kw.setdefault("status", "200 OK")
@@ -554,6 +554,11 @@ def baresip_sdp(user: str, port: int, rng: random.Random) -> str:
             "a=fmtp:101 0-15\r\na=sendrecv\r\na=label:1\r\n"
             f"a=ssrc:{rng.randrange(10**8, 4 * 10**9)} cname:sip:{user}@127.0.0.1\r\n"
             "a=minptime:20\r\na=ptime:20\r\n")
+
+
+def phone_sdp(user: str, rng: random.Random) -> str:
+    """L{baresip_sdp} on a random even RTP port in 20000-20998."""
+    return baresip_sdp(user, 20000 + rng.randrange(0, 500) * 2, rng)
 
 
 def local_time(ts: int) -> str:
