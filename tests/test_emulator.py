@@ -1,5 +1,5 @@
 """
-Unit tests of the OpenSIPS emulator (L{callapi.emulator.core}).
+Unit tests of the OpenSIPS emulator (L{callapi.emulator}).
 
 Synchronous, on a L{Clock} with a list-collecting C{send_event}; a few tests
 at the end use real loopback sockets (port 0) and always stop them.  The
@@ -25,11 +25,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 
-from callapi.emulator.scheduler import Scheduler
-from callapi.emulator.sip import core_hash, rev_hex
-from callapi.emulator.core import (
+from callapi.emulator import (
     EMULATOR_BANNER, OpenSIPSEmulator, Phone, add_default_phones, start_emulator,
 )
+from callapi.emulator.scheduler import Scheduler
+from callapi.emulator.sip import core_hash, rev_hex
 
 ALICE, BOB, CINDY = "sip:alice@127.0.0.1", "sip:bob@127.0.0.1", "sip:cindy@127.0.0.1"
 DAVE, ERIN = "sip:dave@127.0.0.1", "sip:erin@127.0.0.1"

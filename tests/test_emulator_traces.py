@@ -47,8 +47,8 @@ import attr
 import pytest
 from twisted.internet.task import Clock
 
+from callapi.emulator import OpenSIPSEmulator, Phone
 from callapi.emulator.sip import core_hash, rev_hex
-from callapi.emulator.core import OpenSIPSEmulator, Phone
 
 #: The reference traces live in the shared folder beside the repository
 #: (../shared/opensips-traces); CALLAPI_OPENSIPS_TRACES overrides it.

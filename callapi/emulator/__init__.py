@@ -12,13 +12,7 @@ as a guess in C{docs/emulator.md}.
 from callapi.emulator.core import OpenSIPSEmulator, add_default_phones
 from callapi.emulator.events import SubscriptionInfo
 from callapi.emulator.sip import Phone, default_phones
-from callapi.emulator.sockets import (
-    EMULATOR_BANNER,
-    EventSender,
-    MIProtocol,
-    RunningEmulator,
-    start_emulator,
-)
+from callapi.emulator.sockets import EMULATOR_BANNER, EventSender, MIProtocol, RunningEmulator, start_emulator
 
 __all__ = [
     "EMULATOR_BANNER",

@@ -59,15 +59,7 @@ from callapi.emulator.hold import Hold
 from callapi.emulator.invite import Final, Invites
 from callapi.emulator.meta import CoreCommands, SharedVariables
 from callapi.emulator.mi_table import (
-    ASYNC,
-    PARSE_ERROR,
-    CommandTable,
-    Handler,
-    MIError,
-    Respond,
-    encode_error,
-    match_recipe,
-    param_int,
+    ASYNC, PARSE_ERROR, CommandTable, Handler, MIError, Respond, encode_error, match_recipe, param_int,
     param_str,
 )
 from callapi.emulator.scheduler import Scheduler

@@ -22,14 +22,7 @@ import attr
 from twisted.internet.interfaces import IReactorTime
 
 from callapi.emulator.mi_table import (
-    Handler,
-    MIError,
-    Respond,
-    dumps,
-    encode_event,
-    invalid_params,
-    param_int,
-    param_str,
+    Handler, MIError, Respond, dumps, encode_event, invalid_params, param_int, param_str,
 )
 from callapi.logging import logger
 

@@ -16,14 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from callapi.emulator import sip
-from callapi.emulator.mi_table import (
-    ASYNC,
-    Handler,
-    MIError,
-    Respond,
-    invalid_params,
-    param_str,
-)
+from callapi.emulator.mi_table import ASYNC, Handler, MIError, Respond, invalid_params, param_str
 from callapi.emulator.sip import Dialog, Leg
 
 if TYPE_CHECKING:

@@ -18,14 +18,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from callapi.emulator import sip
-from callapi.emulator.mi_table import (
-    CommandTable,
-    Handler,
-    MIError,
-    Respond,
-    param_int,
-    param_str,
-)
+from callapi.emulator.mi_table import CommandTable, Handler, MIError, Respond, param_int, param_str
 
 
 class CoreCommands:

@@ -202,6 +202,17 @@ _ANSWERS = ("auto", "busy", "noanswer", "offline")
 _REFERS = ("baresip", "linphone", "reject", "lost_race")
 _UAS = ("baresip", "linphone", "sipp")
 
+#: What L{Phone.baresip}, L{Phone.linphone} and L{Phone.sipp} set unless told
+#: otherwise (3.4/README.md "User agents").
+_FLAVOURS: dict[str, dict[str, Any]] = {
+    "baresip": {"ua": "baresip", "status": "200 Answering", "refer": "baresip",
+                "hangs_up_after_transfer": True},
+    "linphone": {"ua": "linphone", "status": "200 Ok", "refer": "linphone",
+                 "hangs_up_after_transfer": False, "honours_replaces": True},
+    "sipp": {"ua": "sipp", "status": "200 OK", "refer": "reject",
+             "hangs_up_after_transfer": False},
+}
+
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
 class Phone:
@@ -260,30 +271,17 @@ class Phone:
     @classmethod
     def baresip(cls, **kw: Any) -> Phone:
         """baresip 1.0.0 with C{answermode=auto} (3.4/README.md "User agents")."""
-        kw.setdefault("ua", "baresip")
-        kw.setdefault("status", "200 Answering")
-        kw.setdefault("refer", "baresip")
-        kw.setdefault("hangs_up_after_transfer", True)
-        return cls(**kw)
+        return cls(**{**_FLAVOURS["baresip"], **kw})
 
     @classmethod
     def linphone(cls, **kw: Any) -> Phone:
         """linphonec 5.1.65, auto-answer (3.4/README.md "User agents")."""
-        kw.setdefault("ua", "linphone")
-        kw.setdefault("status", "200 Ok")
-        kw.setdefault("refer", "linphone")
-        kw.setdefault("hangs_up_after_transfer", False)
-        kw.setdefault("honours_replaces", True)
-        return cls(**kw)
+        return cls(**{**_FLAVOURS["linphone"], **kw})
 
     @classmethod
     def sipp(cls, **kw: Any) -> Phone:
         """A sipp 3.6.1 UAS scenario (busy / noanswer / slow)."""
-        kw.setdefault("ua", "sipp")
-        kw.setdefault("status", "200 OK")
-        kw.setdefault("refer", "reject")
-        kw.setdefault("hangs_up_after_transfer", False)
-        return cls(**kw)
+        return cls(**{**_FLAVOURS["sipp"], **kw})
 
     def contact_for(self, user: str) -> str:
         if self.contact:

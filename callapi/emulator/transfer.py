@@ -20,13 +20,7 @@ from typing import TYPE_CHECKING, Any
 from callapi.emulator import sip
 from callapi.emulator.invite import Final
 from callapi.emulator.mi_table import (
-    ASYNC,
-    Handler,
-    MIError,
-    Respond,
-    invalid_params,
-    param_str,
-    server_error,
+    ASYNC, Handler, MIError, Respond, invalid_params, param_str, server_error,
 )
 from callapi.emulator.sip import Dialog, Leg
 

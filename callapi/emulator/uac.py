@@ -19,14 +19,7 @@ import attr
 
 from callapi.emulator import sip
 from callapi.emulator.invite import Final
-from callapi.emulator.mi_table import (
-    ASYNC,
-    Handler,
-    MIError,
-    Respond,
-    param_int,
-    param_str,
-)
+from callapi.emulator.mi_table import ASYNC, Handler, MIError, Respond, param_int, param_str
 from callapi.emulator.sip import Dialog, Phone
 
 if TYPE_CHECKING:
