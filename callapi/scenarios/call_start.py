@@ -110,7 +110,6 @@ class CallStart(TransferCommand):
                   "body": CLICK_TO_DIAL_SDP}
         if self.ctx.settings.next_hop:
             params["next_hop"] = self.ctx.settings.next_hop
-        self.state = f"calling {caller}"
         # the MI reply comes with the final SIP answer: allow the ring time
         self.request(self.ctx.names.uac_dlg, params, self._on_invite_answer,
                      self._on_invite_error, timeout=ring + 10.0)
@@ -149,7 +148,6 @@ class CallStart(TransferCommand):
         self._answered = True
         if self._ring_timer.active():
             self._ring_timer.cancel()
-        self.state = "caller answered"
         self.emit("CallerAnswered", {"caller": self.params["caller"], "callee": self.params["callee"]})
         if self._confirmed:
             self._transfer()
@@ -219,7 +217,6 @@ class CallStart(TransferCommand):
                     f"event within {ring:g} s (INVITE cancelled; is OpenSIPS overloaded or the "
                     "event subscription broken?)")
         self._cancelling = text
-        self.state = "cancelling the INVITE"
         self.request(self.ctx.names.uac_cancel, {"callid": self.callid, "cseq": "1"},
                      lambda _: None, lambda _: None)
         self.call_later(self.ctx.settings.cancel_grace, self._end_first_and_fail, text)
@@ -253,7 +250,7 @@ class CallStart(TransferCommand):
         Fire-and-forget C{t_uac_cancel} (if it may still ring) and
         C{dlg_end_dlg} of the first call, unless it is known to be gone.
         """
-        if self.done or self.state == "created" or self._first_gone:
+        if self.done or self._lifecycle == "created" or self._first_gone:
             return
         mi, names = self.ctx.mi, self.ctx.names
         self._log.info("{why}: ending the first call {callid} of CallStart {cmd_id}",

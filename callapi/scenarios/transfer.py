@@ -105,7 +105,6 @@ class TransferCommand(Command):
         self._new_callid = ""
         self._destination: str | None = None
         self._old_gone = False
-        self.state = "transferring"
         for callid in self.watched_callids():
             self.listen("E_CALL_TRANSFER", callid, self._on_transfer_event)
         self.listen("E_DLG_STATE_CHANGED", self.old_callid(), self._on_old_dialog)
@@ -222,7 +221,6 @@ class TransferCommand(Command):
             self._no_event_timer.cancel()
         timeout = self.ctx.settings.transfer_timeout
         self._outcome_timer = self.call_later(timeout, self._no_outcome, timeout)
-        self.state = f"transfer started, new call {new_callid}"
         self.emit(self.start_event, self.event_data(new_callid, self._destination))
 
     def on_success(self) -> None:
@@ -259,7 +257,6 @@ class TransferCommand(Command):
         if self._old_gone:
             then()
             return
-        self.state = "ending the transferred dialog"
 
         def failed(reason: BaseException) -> None:
             if not (isinstance(reason, MIError) and reason.code == 404):
