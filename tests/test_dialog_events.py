@@ -12,8 +12,17 @@ import pytest
 from twisted.logger import LogLevel, globalLogPublisher
 
 from callapi.opensips.dialog import (
-    DialogState, DialogStateChanged, HoldEvent, HoldState, TransferEvent, TransferState,
-    parse_dialog_state_changed, parse_hold, parse_transfer, strip_osid)
+    DialogState,
+    DialogStateChanged,
+    HoldEvent,
+    HoldState,
+    TransferEvent,
+    TransferState,
+    parse_dialog_state_changed,
+    parse_hold,
+    parse_transfer,
+    strip_osid,
+)
 from tests.evi import D, X
 
 

@@ -14,7 +14,8 @@ input silently.  Every non-terminal phase accepts C{abort}.
 from __future__ import annotations
 
 import enum
-from typing import Any, Generic, Iterable, TypeVar, Union
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar, Union
 
 import attrs
 
@@ -37,7 +38,8 @@ class Transition(Generic[P]):
     One row of a transition table.
 
     @ivar targets: the phases the flow may be in after the action; the
-        action returns one of them (C{None}: the first).
+        action returns one of them (C{None}: the current phase if listed,
+        else the first).
     @ivar action: the name of the owner's method that handles the input.
     """
 
@@ -45,7 +47,7 @@ class Transition(Generic[P]):
     action: str
 
 
-Phases = Union[P, tuple[P, ...]]
+Phases = Union[P, tuple[P, ...]]  # noqa: UP007 (mypy needs Union for a generic alias)
 
 
 class Flow(Generic[P]):
@@ -91,12 +93,12 @@ class Flow(Generic[P]):
 
     def check(self, owner: type) -> None:
         """
-        @raise ValueError: an action is not a method of C{owner}, or a
-            non-terminal phase is unreachable or has no way out.
+        @raise TypeError: an action is not a method of C{owner}.
+        @raise ValueError: a phase is unreachable.
         """
         for _, _, _, action in self.rows:
             if not callable(getattr(owner, action, None)):
-                raise ValueError(f"{self.name}: {owner.__name__} has no action {action}")
+                raise TypeError(f"{self.name}: {owner.__name__} has no action {action}")
         reachable = {self.initial}
         for _, _, targets, _ in self.rows:
             reachable.update(targets)
@@ -109,7 +111,7 @@ class Flow(Generic[P]):
         @return: the transition table as a markdown table (one row per
             table row, phases by name).
         """
-        lines = [f"| phase | input | next phase | action |", "|---|---|---|---|"]
+        lines = ["| phase | input | next phase | action |", "|---|---|---|---|"]
         for froms, input_name, tos, action in self.rows:
             lines.append(f"| {' / '.join(p.name for p in froms)} | `{input_name}` "
                          f"| {' / '.join(p.name for p in tos)} | `{action}` |")
@@ -123,7 +125,7 @@ class Machine(Generic[P]):
     @ivar phase: the current phase.
     """
 
-    __slots__ = ("flow", "phase", "_owner", "_table")
+    __slots__ = ("_owner", "_table", "flow", "phase")
 
     def __init__(self, flow: Flow[P], owner: Any) -> None:
         """
@@ -137,7 +139,8 @@ class Machine(Generic[P]):
     def feed(self, input_name: str, *args: Any) -> None:
         """
         Deliver one input: run the action its row names, then enter the
-        phase the action returned (C{None}: the row's first target).  An
+        phase the action returned (C{None}: stay, when the row lists the
+        current phase among its targets, else the row's first target).  An
         action that ended the flow (L{terminate}) has the last word.
 
         @raise InvalidTransition: the action returned a phase not listed.
@@ -153,7 +156,7 @@ class Machine(Generic[P]):
         if self.phase is not phase:
             return  # terminated (or moved on) by the action itself
         if target is None:
-            target = transition.targets[0]
+            target = phase if phase in transition.targets else transition.targets[0]
         elif target not in transition.targets:
             raise InvalidTransition(f"{self.flow.name}: {phase.name} + {input_name} -> "
                                     f"{target.name} is not in the table")
