@@ -150,7 +150,7 @@ class Session:
         if len(self.running) >= self._runner.max_per_session:
             raise RPCError(TOO_MANY_COMMANDS, "too many running commands",
                            f"limit {self._runner.max_per_session} per connection")
-        checked = cls.check(params)  # type: ignore[attr-defined]
+        checked = cls.check(params)
         cls.check_context(checked, self._runner.ctx)
         command = cls(self._runner.ctx, cmd_id, checked, self, cmd_id_generated=generated)
         self.running[cmd_id] = command

@@ -17,7 +17,11 @@ from callapi.logging import logger
 
 from callapi.errors import error_text
 from callapi.interfaces import IEventHub, IMIClient, INotificationSink, ISubscription
+from callapi.opensips.dialog import (
+    DialogStateChanged, HoldEvent, TransferEvent, parse_dialog_state_changed, parse_hold,
+    parse_transfer)
 from callapi.opensips.names import MINames
+from callapi.scenarios.machine import Machine
 
 
 @attrs.define
@@ -97,9 +101,12 @@ class Command:
     registrations and timers only through L{request}, L{listen} and
     L{call_later}, so that L{release} can undo all of them.
 
+    Commands that are state machines (L{callapi.scenarios.machine}) set
+    L{machine} in C{__init__}; C{abort} is then one of their inputs.
+
     @ivar finished: fires with C{self} once the command is over (ended or
         aborted); never fails.
-    @ivar state: a short text for debugging (manhole), subclasses refine it.
+    @ivar machine: the command's flow, or C{None} (one-step commands).
     """
 
     method: ClassVar[str] = ""
@@ -116,7 +123,8 @@ class Command:
         self.cmd_id_generated = cmd_id_generated
         self.params = params
         self.sink = sink
-        self.state = "created"
+        self.machine: Machine[Any] | None = None
+        self._lifecycle = "created"
         self.done = False
         self.finished: Deferred[Command] = Deferred()
         self._subscriptions: list[ISubscription] = []
@@ -127,13 +135,34 @@ class Command:
     def __repr__(self) -> str:
         return f"<{self.method} {self.cmd_id} {self.state}>"
 
+    @property
+    def state(self) -> str:
+        """
+        A short text for debugging (manhole): C{created}, the machine's
+        phase (lower case) or C{running}, then C{ended} / C{aborted: why}.
+        """
+        if self.done or self.machine is None or self._lifecycle == "created":
+            return self._lifecycle
+        return self.machine.phase.name.lower()
+
+    @staticmethod
+    def check(params: dict[str, Any]) -> dict[str, Any]:
+        """
+        Validate a command's params before anything is sent (every command
+        defines it).
+
+        @return: the checked params.
+        @raise RPCError: -32602 naming the bad parameter.
+        """
+        raise NotImplementedError
+
     # lifecycle
 
     def run(self) -> None:
         """
         Start the command; an exception in L{start} becomes an C{Error}.
         """
-        self.state = "running"
+        self._lifecycle = "running"
         try:
             self.start()
         except Exception as e:
@@ -199,7 +228,20 @@ class Command:
     def abort(self, why: str = "aborted") -> None:
         """
         Stop silently (the client went away or the daemon stops): release
-        everything, notify nothing.  The call itself is not touched.
+        everything, notify nothing.  For a state machine this is its
+        C{abort} input (L{abort_flow} unless the flow says otherwise).
+        """
+        if self.done:
+            return
+        if self.machine is not None:
+            self.machine.feed("abort", why)
+        else:
+            self.abort_flow(why)
+
+    def abort_flow(self, why: str) -> None:
+        """
+        The default C{abort} action: release everything, notify nothing.
+        The call itself is not touched.
         """
         if self.done:
             return
@@ -209,7 +251,9 @@ class Command:
 
     def _finish(self, state: str) -> None:
         self.done = True
-        self.state = state
+        self._lifecycle = state
+        if self.machine is not None:
+            self.machine.terminate()
         self.release()
         self.finished.callback(self)
 
@@ -283,6 +327,40 @@ class Command:
         self._subscriptions.append(
             self.ctx.events.listen_transfer(transfer_callid,
                                             lambda params: self._event(handler, params)))
+
+    def listen_dialog(self, callid: str, handler: Callable[[DialogStateChanged], None]) -> None:
+        """
+        Register for E_DLG_STATE_CHANGED of C{callid}, as typed events
+        (malformed ones are dropped by L{parse_dialog_state_changed}).
+        """
+        def typed(params: dict[str, Any]) -> None:
+            event = parse_dialog_state_changed(params)
+            if event is not None:
+                handler(event)
+
+        self.listen("E_DLG_STATE_CHANGED", callid, typed)
+
+    def listen_transfers(self, callid: str, handler: Callable[[TransferEvent], None]) -> None:
+        """
+        Register for E_CALL_TRANSFER of C{callid}, as typed events.
+        """
+        def typed(params: dict[str, Any]) -> None:
+            event = parse_transfer(params)
+            if event is not None:
+                handler(event)
+
+        self.listen("E_CALL_TRANSFER", callid, typed)
+
+    def listen_hold(self, callid: str, handler: Callable[[HoldEvent], None]) -> None:
+        """
+        Register for E_CALL_HOLD of C{callid}, as typed events.
+        """
+        def typed(params: dict[str, Any]) -> None:
+            event = parse_hold(params)
+            if event is not None:
+                handler(event)
+
+        self.listen("E_CALL_HOLD", callid, typed)
 
     def call_later(self, delay: float, f: Callable[..., None], *args: Any) -> IDelayedCall:
         """

@@ -29,6 +29,5 @@ class CallEnd(Command):
         return validation.check_params(params, {"callid": validation.callid})
 
     def start(self) -> None:
-        self.state = "ending dialog"
         self.request(self.ctx.names.end_dialog, {"dialog_id": self.params["callid"]},
                      lambda _: self.end())

@@ -17,12 +17,18 @@ OpenSIPS' local UAC and its "callee" leg is the caller's phone.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
+
 from callapi import validation
-from callapi.errors import MIError, error_text
-from callapi.scenarios.transfer import TransferCommand
+from callapi.errors import error_text
+from callapi.opensips.dialog import DialogState, DialogStateChanged
+from callapi.scenarios.base import Command
+from callapi.scenarios.machine import Flow, Machine
+from callapi.scenarios.transfer import Transfer, end_dialog
 
 #: The offer of the click-to-dial INVITE: one PCMU stream, no address (the
 #: phone is re-INVITEd / REFERred before any media flows).  As the Go tool.
@@ -43,7 +49,66 @@ def ring_timeout(name: str, value: Any) -> float:
     return float(value)
 
 
-class CallStart(TransferCommand):
+class CallStartPhase(enum.Enum):
+    """
+    The phases of a CallStart.
+    """
+
+    #: created, not run yet
+    IDLE = enum.auto()
+    #: the INVITE to the caller is out (C{t_uac_dlg}); the phone rings
+    CALLING = enum.auto()
+    #: the ring timeout fired: C{t_uac_cancel} sent, waiting for the
+    #: INVITE's outcome (C{Settings.cancel_grace})
+    CANCELLING = enum.auto()
+    #: the INVITE failed or was cancelled but the dialog may exist: ending
+    #: it through the proxy (C{dlg_end_dlg}) before the C{Error}
+    ABANDONING = enum.auto()
+    #: the caller answered; waiting for the dialog's 3->4 (at most
+    #: C{Settings.answer_confirm_wait}) before the transfer
+    ANSWERED = enum.auto()
+    #: the L{Transfer} of the caller to the callee runs
+    TRANSFERRING = enum.auto()
+    #: the transfer is over: ending the first call (C{dlg_end_dlg}) unless
+    #: it is gone, then C{CalleeAnswered}'s C{Ended} or the C{Error}
+    HANGING_UP = enum.auto()
+    DONE = enum.auto()
+
+
+_S = CallStartPhase
+
+#: CallStart's transition table (docs/scenarios.md).
+CALL_START_FLOW = Flow("CallStart", CallStartPhase, _S.IDLE, _S.DONE, [
+    (_S.IDLE, "started", _S.CALLING, "_call"),
+    (_S.CALLING, "invite_answered", (_S.ANSWERED, _S.TRANSFERRING, _S.DONE), "_on_invite_answer"),
+    ((_S.CALLING, _S.CANCELLING), "invite_failed", (_S.ABANDONING, _S.DONE), "_on_invite_error"),
+    (_S.CALLING, "dialog_changed", _S.CALLING, "_on_dialog_calling"),
+    (_S.CALLING, "confirm_waited", (_S.CALLING, _S.ANSWERED, _S.TRANSFERRING),
+     "_answered_by_dialog"),
+    (_S.CALLING, "ring_timeout", (_S.CANCELLING, _S.CALLING), "_ring_timeout"),
+    ((_S.CALLING, _S.CANCELLING, _S.ABANDONING), "gone_waited", _S.DONE, "_ended_while_ringing"),
+    (_S.CANCELLING, "invite_answered", (_S.ABANDONING, _S.DONE), "_on_answer_when_cancelled"),
+    (_S.CANCELLING, "dialog_changed", (_S.CANCELLING, _S.ABANDONING, _S.DONE),
+     "_on_dialog_cancelling"),
+    (_S.CANCELLING, "cancel_grace_over", _S.ABANDONING, "_abandon"),
+    (_S.ABANDONING, "invite_answered", (_S.ABANDONING, _S.DONE), "_on_answer_when_abandoning"),
+    (_S.ABANDONING, "invite_failed", (_S.ABANDONING, _S.DONE), "_on_error_when_abandoning"),
+    (_S.ABANDONING, "dialog_changed", (_S.ABANDONING, _S.DONE), "_on_dialog_abandoning"),
+    (_S.ABANDONING, "hung_up", _S.DONE, "fail"),
+    ((_S.ANSWERED, _S.TRANSFERRING), "invite_answered", (_S.ANSWERED, _S.TRANSFERRING),
+     "_on_late_reply"),
+    (_S.ANSWERED, "dialog_changed", (_S.ANSWERED, _S.TRANSFERRING, _S.DONE),
+     "_on_dialog_answered"),
+    (_S.ANSWERED, "confirm_waited", _S.TRANSFERRING, "_transfer"),
+    (_S.TRANSFERRING, "dialog_changed", _S.TRANSFERRING, "_on_dialog_transferring"),
+    (_S.TRANSFERRING, "transfer_succeeded", (_S.HANGING_UP, _S.DONE), "_on_transfer_succeeded"),
+    (_S.TRANSFERRING, "transfer_failed", (_S.HANGING_UP, _S.DONE), "_hang_up"),
+    (_S.HANGING_UP, "dialog_changed", _S.HANGING_UP, "_note_dialog"),
+    (_S.HANGING_UP, "hung_up", _S.DONE, "_end_with"),
+], abort="_abort_call")
+
+
+class CallStart(Command):
     """
     Params: C{caller}, C{callee} (SIP URIs), optional C{ring_timeout}
     (seconds; default C{Settings.ring_timeout}).
@@ -67,15 +132,22 @@ class CallStart(TransferCommand):
     """
 
     method = "CallStart"
-    success_event = "CalleeAnswered"
-    end_old_dialog_on_failure = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.machine: Machine[CallStartPhase] = Machine(CALL_START_FLOW, self)
         #: Call-ID of the first call; never derived from client input.  When
         #: the server made the cmd_id (a UUID) it is reused, as the Go Call
         #: API does, so Go clients can CallEnd the ringing call by cmd_id.
         self.callid = self.cmd_id if self.cmd_id_generated else str(uuid.uuid4())
+        # what the first call's E_DLG_STATE_CHANGED said so far
+        self._seen_dialog = False
+        self._confirmed = False
+        self._first_gone = False
+        #: the Error text once the ring timeout cancelled the INVITE
+        self._cancel_text: str | None = None
+        self._ring_timer: IDelayedCall | None = None
+        self.transfer: Transfer | None = None
 
     @staticmethod
     def check(params: dict[str, Any]) -> dict[str, Any]:
@@ -89,118 +161,98 @@ class CallStart(TransferCommand):
     def result_extra(self) -> dict[str, Any]:
         return {"callid": self.callid}
 
-    # phase 1: call the caller
-
     def start(self) -> None:
+        self.machine.feed("started")
+
+    # CALLING: call the caller
+
+    def _call(self) -> None:
         caller, callee = self.params["caller"], self.params["callee"]
-        self._answered = False
-        self._confirmed = False
-        self._transferring = False
-        self._attempts = 0
-        self._seen_dialog = False  # any E_DLG_STATE_CHANGED of the first call
-        self._first_gone = False
-        self._cancelling: str | None = None  # the Error text once the ring timeout fired
-        self._ending = False
-        self.listen("E_DLG_STATE_CHANGED", self.callid, self._on_first_dialog)
+        feed = self.machine.feed
+
+        def on_dialog(event: DialogStateChanged) -> None:
+            feed("dialog_changed", event)
+
+        self.listen_dialog(self.callid, on_dialog)
         ring = self.params.get("ring_timeout", self.ctx.settings.ring_timeout)
-        self._ring_timer = self.call_later(ring, self._ring_timeout, ring)
+        self._ring_timer = self.call_later(ring, feed, "ring_timeout", ring)
         headers = (f"From: <{caller}>\r\nTo: <{callee}>\r\nContact: <{caller}>\r\n"
                    f"Content-Type: application/sdp\r\nCSeq: 1 INVITE\r\nCall-Id: {self.callid}\r\n")
         params = {"method": "INVITE", "ruri": caller, "headers": headers,
                   "body": CLICK_TO_DIAL_SDP}
         if self.ctx.settings.next_hop:
             params["next_hop"] = self.ctx.settings.next_hop
-        self.state = f"calling {caller}"
         # the MI reply comes with the final SIP answer: allow the ring time
-        self.request(self.ctx.names.uac_dlg, params, self._on_invite_answer,
-                     self._on_invite_error, timeout=ring + 10.0)
+        self.request(self.ctx.names.uac_dlg, params, lambda result: feed("invite_answered", result),
+                     lambda reason: feed("invite_failed", reason), timeout=ring + 10.0)
 
-    def _on_invite_error(self, reason: BaseException) -> None:
+    def _stop_ringing(self) -> None:
+        if self._ring_timer is not None and self._ring_timer.active():
+            self._ring_timer.cancel()
+
+    def _note_dialog(self, event: DialogStateChanged) -> None:
+        self._seen_dialog = True
+        if event.new_state is DialogState.DELETED:
+            self._first_gone = True
+
+    def _on_invite_error(self, reason: BaseException) -> _S:
         """
         No usable t_uac_dlg reply (MI timeout, error): if the dialog exists,
         end it through the proxy so the caller is not left in a call.
         """
-        if self._answered:
-            return  # answered through the dialog events already
         if self._seen_dialog and not self._first_gone:
-            self._end_first_and_fail(error_text(reason))
-        else:
-            self.fail(reason)
+            return self._abandon(error_text(reason))
+        self.fail(reason)
+        return _S.DONE
 
-    def _on_invite_answer(self, result: Any) -> None:
-        if self._ring_timer.active():
-            self._ring_timer.cancel()
-        if self._answered:
-            return  # already answered through the dialog events (reply was late)
+    def _on_invite_answer(self, result: Any) -> _S:
+        self._stop_ringing()
         status = result.get("Status") if isinstance(result, dict) else None
-        if self._cancelling is not None:
-            # the answer crossed the CANCEL: hang the call up again
-            if isinstance(status, str) and status[:1] == "2":
-                self._end_first_and_fail(self._cancelling)
-            else:
-                self.fail(self._cancelling)
-            return
-        if not isinstance(status, str) or not status[:1] == "2":
+        if not isinstance(status, str) or status[:1] != "2":
             self.fail(status if isinstance(status, str) else f"unexpected t_uac_dlg result {result!r}")
-            return
-        self._caller_answered()
+            return _S.DONE
+        return self._caller_answered()
 
-    def _caller_answered(self) -> None:
-        self._answered = True
-        if self._ring_timer.active():
-            self._ring_timer.cancel()
-        self.state = "caller answered"
+    def _caller_answered(self) -> _S:
+        self._stop_ringing()
         self.emit("CallerAnswered", {"caller": self.params["caller"], "callee": self.params["callee"]})
         if self._confirmed:
-            self._transfer()
-        else:
-            self.call_later(self.ctx.settings.answer_confirm_wait, self._transfer)
+            return self._transfer()
+        self.call_later(self.ctx.settings.answer_confirm_wait, self.machine.feed, "confirm_waited")
+        return _S.ANSWERED
 
-    def _answered_by_dialog(self) -> None:
+    def _answered_by_dialog(self) -> _S:
         """
         The dialog was confirmed (3->4: a 2xx and its ACK) but the t_uac_dlg
         reply has not come after C{answer_confirm_wait}: it may be lost
         (a large UDP datagram); go on as answered rather than leave the
         caller in a silent call.
         """
-        if not self._answered and self._cancelling is None and not self._first_gone:
-            self._log.warn("t_uac_dlg reply for {callid} missing; the dialog is confirmed",
-                           callid=self.callid)
-            self._caller_answered()
+        if self._first_gone:
+            return _S.CALLING
+        self._log.warn("t_uac_dlg reply for {callid} missing; the dialog is confirmed",
+                       callid=self.callid)
+        return self._caller_answered()
 
-    def _on_first_dialog(self, params: dict[str, Any]) -> None:
-        new_state = params.get("new_state")
-        self._seen_dialog = True
-        if new_state == 5:
-            self._first_gone = True
-        if self._cancelling is not None:
-            if new_state in (3, 4):
-                self._end_first_and_fail(self._cancelling)
-            elif new_state == 5:
-                self.fail(self._cancelling)
-            return
-        if new_state == 4:
+    def _on_dialog_calling(self, event: DialogStateChanged) -> None:
+        self._note_dialog(event)
+        if event.new_state is DialogState.CONFIRMED:
             self._confirmed = True
-            if self._answered:
-                self._transfer()
-            else:
-                self.call_later(self.ctx.settings.answer_confirm_wait, self._answered_by_dialog)
-        elif new_state == 5 and not self._transferring:
-            if self._answered:
-                self.fail(f"{self.params['caller']} hung up before the transfer to "
-                          f"{self.params['callee']}")
-            else:
-                # ended while ringing (CallEnd, or a rejection whose MI reply
-                # is on its way): the t_uac_dlg reply of a cancelled looped
-                # INVITE may take fr_inv_timeout (b_click_to_dial_cancel).
-                self.call_later(1.0, self._ended_while_ringing)
+            self.call_later(self.ctx.settings.answer_confirm_wait, self.machine.feed,
+                            "confirm_waited")
+        elif event.new_state is DialogState.DELETED:
+            # ended while ringing (CallEnd, or a rejection whose MI reply
+            # is on its way): the t_uac_dlg reply of a cancelled looped
+            # INVITE may take fr_inv_timeout (b_click_to_dial_cancel).
+            self.call_later(1.0, self.machine.feed, "gone_waited")
 
     def _ended_while_ringing(self) -> None:
-        if not self._answered:
-            self.fail(f"487 Request Terminated: the call to {self.params['caller']} "
-                      "ended before it was answered")
+        self.fail(f"487 Request Terminated: the call to {self.params['caller']} "
+                  "ended before it was answered")
 
-    def _ring_timeout(self, ring: float) -> None:
+    # CANCELLING / ABANDONING: the ring timeout, the INVITE's failure
+
+    def _ring_timeout(self, ring: float) -> _S:
         """
         Cancel the INVITE (C{t_uac_cancel}, trace C{b_click_to_dial_cancel}).
         A 2xx may cross the CANCEL: wait up to C{Settings.cancel_grace} for
@@ -208,8 +260,8 @@ class CallStart(TransferCommand):
         then end the dialog through the proxy anyway (C{dlg_end_dlg} CANCELs
         an early dialog and BYEs a confirmed one; 404 = already gone).
         """
-        if self._answered or self._confirmed:
-            return  # answered: the 200's MI reply is on its way (trace race)
+        if self._confirmed:
+            return _S.CALLING  # answered: the 200's MI reply is on its way (trace race)
         caller = self.params["caller"]
         if self._seen_dialog:
             text = (f"408 Request Timeout: {caller} did not answer within {ring:g} s "
@@ -218,20 +270,135 @@ class CallStart(TransferCommand):
             text = (f"408 Request Timeout: no answer to the INVITE to {caller} and no dialog "
                     f"event within {ring:g} s (INVITE cancelled; is OpenSIPS overloaded or the "
                     "event subscription broken?)")
-        self._cancelling = text
-        self.state = "cancelling the INVITE"
+        self._cancel_text = text
         self.request(self.ctx.names.uac_cancel, {"callid": self.callid, "cseq": "1"},
                      lambda _: None, lambda _: None)
-        self.call_later(self.ctx.settings.cancel_grace, self._end_first_and_fail, text)
+        self.call_later(self.ctx.settings.cancel_grace, self.machine.feed, "cancel_grace_over", text)
+        return _S.CANCELLING
 
-    def _end_first_and_fail(self, text: str) -> None:
-        if self._ending:
-            return
-        self._ending = True
+    def _on_answer_when_cancelled(self, result: Any) -> _S:
+        # the answer crossed the CANCEL: hang the call up again
+        assert self._cancel_text is not None
+        status = result.get("Status") if isinstance(result, dict) else None
+        if isinstance(status, str) and status[:1] == "2":
+            return self._abandon(self._cancel_text)
+        self.fail(self._cancel_text)
+        return _S.DONE
+
+    def _on_dialog_cancelling(self, event: DialogStateChanged) -> _S:
+        assert self._cancel_text is not None
+        self._note_dialog(event)
+        if event.new_state in (DialogState.CONFIRMED_NOT_ACKED, DialogState.CONFIRMED):
+            return self._abandon(self._cancel_text)
+        if event.new_state is DialogState.DELETED:
+            self.fail(self._cancel_text)
+            return _S.DONE
+        return _S.CANCELLING
+
+    def _abandon(self, text: str) -> _S:
+        """
+        End the first call through the proxy, then fail with C{text}.
+        """
         self.request(self.ctx.names.end_dialog, {"dialog_id": self.callid},
-                     lambda _: self.fail(text), lambda _: self.fail(text))
+                     lambda _: self.machine.feed("hung_up", text),
+                     lambda _: self.machine.feed("hung_up", text))
+        return _S.ABANDONING
 
-    def abort(self, why: str = "aborted") -> None:
+    def _on_answer_when_abandoning(self, result: Any) -> _S:
+        status = result.get("Status") if isinstance(result, dict) else None
+        if self._cancel_text is not None and not (isinstance(status, str) and status[:1] == "2"):
+            self.fail(self._cancel_text)
+            return _S.DONE
+        return _S.ABANDONING
+
+    def _on_error_when_abandoning(self, reason: BaseException) -> _S:
+        if self._seen_dialog and not self._first_gone:
+            return _S.ABANDONING
+        self.fail(reason)
+        return _S.DONE
+
+    def _on_dialog_abandoning(self, event: DialogStateChanged) -> _S:
+        self._note_dialog(event)
+        if event.new_state is DialogState.DELETED:
+            if self._cancel_text is not None:
+                self.fail(self._cancel_text)
+                return _S.DONE
+            self.call_later(1.0, self.machine.feed, "gone_waited")
+        return _S.ABANDONING
+
+    # ANSWERED / TRANSFERRING: transfer the answered caller to the callee
+
+    def _on_late_reply(self, result: Any) -> None:
+        self._stop_ringing()  # answered through the dialog events already
+
+    def _on_dialog_answered(self, event: DialogStateChanged) -> _S:
+        self._note_dialog(event)
+        if event.new_state is DialogState.CONFIRMED:
+            self._confirmed = True
+            return self._transfer()
+        if event.new_state is DialogState.DELETED:
+            self.fail(f"{self.params['caller']} hung up before the transfer to "
+                      f"{self.params['callee']}")
+            return _S.DONE
+        return _S.ANSWERED
+
+    def _transfer(self) -> _S:
+        feed = self.machine.feed
+        caller, callee = self.params["caller"], self.params["callee"]
+
+        def event_data(new_callid: str, destination: str | None, extra: str | None) -> Any:
+            data = {"callid": new_callid, "caller": caller, "callee": callee}
+            if extra is not None:
+                data["extra"] = extra
+            return data
+
+        self.transfer = Transfer(
+            self, {"callid": self.callid, "leg": "callee", "destination": callee}, [self.callid],
+            self.callid, {"caller": caller, "destination": callee}, event_data,
+            lambda: feed("transfer_succeeded"), lambda reason: feed("transfer_failed", reason),
+            retry_codes=(404, 410))
+        self.transfer.begin()
+        return _S.TRANSFERRING
+
+    def _on_dialog_transferring(self, event: DialogStateChanged) -> None:
+        self._note_dialog(event)
+        if event.new_state is DialogState.CONFIRMED:
+            self._confirmed = True
+        elif event.new_state is DialogState.DELETED:
+            assert self.transfer is not None
+            self.transfer.dialog_gone()
+
+    def _on_transfer_succeeded(self) -> _S:
+        transfer = self.transfer
+        assert transfer is not None
+        self.emit("CalleeAnswered", {"callid": transfer.new_callid, "caller": self.params["caller"],
+                                     "callee": self.params["callee"]})
+        return self._hang_up(None)
+
+    # the one hang-up routine
+
+    def _hang_up(self, reason: BaseException | str | None) -> _S:
+        """
+        The transfer is over: end the first call through the proxy unless
+        the transfer saw it end, then C{Ended} (C{reason} C{None}) or
+        C{Error(reason)}: the caller must not stay in a call with nobody.
+        """
+        assert self.transfer is not None
+        if self.transfer.old_gone:
+            self._end_with(reason)
+            return _S.DONE
+        end_dialog(self, self.callid, lambda: self.machine.feed("hung_up", reason))
+        return _S.HANGING_UP
+
+    def _end_with(self, reason: BaseException | str | None) -> None:
+        if reason is None:
+            self.end()
+        else:
+            self.fail(reason)
+
+    # the client left, the daemon stops
+
+    def _abort_call(self, why: str) -> None:
         """
         The client went away: besides releasing everything, do not leave the
         caller's phone in a call with nobody: cancel the INVITE if it may
@@ -239,11 +406,11 @@ class CallStart(TransferCommand):
         forget: the command is over).
         """
         self.release_call(why)
-        super().abort(why)
+        self.abort_flow(why)
 
     def shutdown(self) -> None:
         """
-        The daemon stops: the same care as L{abort}, then the Error.
+        The daemon stops: the same care as an abort, then the Error.
         """
         self.release_call("shutdown")
         super().shutdown()
@@ -251,54 +418,19 @@ class CallStart(TransferCommand):
     def release_call(self, why: str) -> None:
         """
         Fire-and-forget C{t_uac_cancel} (if it may still ring) and
-        C{dlg_end_dlg} of the first call, unless it is known to be gone.
+        C{dlg_end_dlg} of the first call, unless it is known to be gone
+        (or the INVITE was never sent).
         """
-        if self.done or self.state == "created" or self._first_gone:
+        phase = self.machine.phase
+        if phase is _S.IDLE or phase is _S.DONE or self._first_gone:
             return
         mi, names = self.ctx.mi, self.ctx.names
         self._log.info("{why}: ending the first call {callid} of CallStart {cmd_id}",
                        why=why, callid=self.callid, cmd_id=self.cmd_id)
-        if not (self._answered or self._confirmed):
+        if phase in (_S.CALLING, _S.CANCELLING, _S.ABANDONING) and not self._confirmed:
             mi.call(names.uac_cancel, {"callid": self.callid, "cseq": "1"}).addErrback(
                 lambda _: None)
         mi.call(names.end_dialog, {"dialog_id": self.callid}).addErrback(lambda _: None)
 
-    # phase 2: transfer the answered caller to the callee
 
-    def _transfer(self) -> None:
-        if self._transferring:
-            return
-        self._transferring = True
-        self.begin_transfer()
-
-    def transfer_refused(self, reason: BaseException) -> None:
-        """
-        Retry a 404/410 (the proxy's dialog is not confirmed yet) a bounded
-        number of times; fail otherwise.
-        """
-        settings = self.ctx.settings
-        if (isinstance(reason, MIError) and reason.code in (404, 410)
-                and self._attempts < settings.transfer_retries):
-            self._attempts += 1
-            self.call_later(settings.transfer_retry_delay, self.send_transfer)
-            return
-        self.end_old_dialog(lambda: self.fail(reason))
-
-    def transfer_params(self) -> dict[str, Any]:
-        return {"callid": self.callid, "leg": "callee", "destination": self.params["callee"]}
-
-    def watched_callids(self) -> list[str]:
-        return [self.callid]
-
-    def old_callid(self) -> str:
-        return self.callid
-
-    def transferring_data(self) -> Any:
-        return {"caller": self.params["caller"], "destination": self.params["callee"]}
-
-    def event_data(self, new_callid: str, destination: str | None, extra: str | None = None) -> Any:
-        data = {"callid": new_callid, "caller": self.params["caller"],
-                "callee": self.params["callee"]}
-        if extra is not None:
-            data["extra"] = extra
-        return data
+CALL_START_FLOW.check(CallStart)

@@ -24,11 +24,54 @@ held back until it).
 
 from __future__ import annotations
 
+import enum
 from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
 
 from callapi import validation
 from callapi.errors import CommandTimeout, MIError, MITimeout
-from callapi.scenarios.base import Command
+from callapi.opensips.dialog import HoldEvent, HoldState
+from callapi.scenarios.base import Command, Context
+from callapi.scenarios.machine import Flow, Machine
+
+
+class HoldPhase(enum.Enum):
+    """
+    The phases of a CallHold/CallUnhold (a join of the MI reply, the set
+    of started legs and each started leg's outcome).
+    """
+
+    #: C{call_hold} sent; leg events are held back until its reply
+    WAITING_REPLY = enum.auto()
+    #: "OK" came; one reactor turn for the C{start}s sent before it
+    SETTLING = enum.auto()
+    #: fewer than both legs started: C{Settings.hold_settle} for another
+    AWAITING_SECOND_START = enum.auto()
+    #: the set of legs is known: waiting for each leg's C{ok}/C{fail}
+    WAITING_LEGS = enum.auto()
+    DONE = enum.auto()
+
+
+_P = HoldPhase
+_LIVE = (_P.WAITING_REPLY, _P.SETTLING, _P.AWAITING_SECOND_START, _P.WAITING_LEGS)
+
+#: CallHold's transition table (docs/scenarios.md).
+HOLD_FLOW = Flow("CallHold", HoldPhase, _P.WAITING_REPLY, _P.DONE, [
+    (_P.WAITING_REPLY, "accepted", _P.SETTLING, "_on_accepted"),
+    (_P.WAITING_REPLY, "refused", (_P.WAITING_REPLY, _P.SETTLING, _P.DONE), "_on_refused"),
+    (_P.WAITING_REPLY, "resend", _P.WAITING_REPLY, "_send"),
+    (_P.WAITING_REPLY, "leg_reported", _P.WAITING_REPLY, "_on_leg"),
+    (_P.SETTLING, "leg_reported", _P.SETTLING, "_on_leg"),
+    (_P.SETTLING, "turn_passed", (_P.AWAITING_SECOND_START, _P.WAITING_LEGS, _P.DONE),
+     "_on_turn_passed"),
+    (_P.AWAITING_SECOND_START, "leg_reported", (_P.AWAITING_SECOND_START, _P.WAITING_LEGS),
+     "_on_leg_while_settling"),
+    (_P.AWAITING_SECOND_START, "settle_waited", (_P.WAITING_LEGS, _P.DONE), "_on_settled"),
+    (_P.WAITING_LEGS, "leg_reported", (_P.WAITING_LEGS, _P.DONE), "_on_leg"),
+    (_P.WAITING_LEGS, "no_event", (_P.WAITING_LEGS, _P.DONE), "_no_event"),
+    (_LIVE, "timed_out", _P.DONE, "_timed_out"),
+], abort="abort_flow")
 
 
 class CallHold(Command):
@@ -44,6 +87,8 @@ class CallHold(Command):
     hold"}).  Timeouts (C{Settings.hold_timeout} overall,
     C{Settings.hold_event_grace} for the first event) give an C{Error} naming
     the timeout.
+
+    The flow is L{HOLD_FLOW} (phases L{HoldPhase}).
     """
 
     method = "CallHold"
@@ -51,6 +96,18 @@ class CallHold(Command):
     accepted_event = "CallHolding"
     start_event = "CallHoldStart"
     ok_event = "CallHoldSuccessful"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.machine: Machine[HoldPhase] = Machine(HOLD_FLOW, self)
+        #: legs that reported C{start} (in order)
+        self._started: dict[str, None] = {}
+        #: leg -> C{"ok"} / C{"fail"}
+        self._finished: dict[str, str] = {}
+        #: (kind, leg) reported before the MI reply
+        self._held_back: list[tuple[str, str]] = []
+        self._retries = 0
+        self._settle_timer: IDelayedCall | None = None
 
     @staticmethod
     def check(params: dict[str, Any]) -> dict[str, Any]:
@@ -62,7 +119,7 @@ class CallHold(Command):
                                        {"leg": validation.leg})
 
     @staticmethod
-    def check_context(params: dict[str, Any], ctx: Any) -> None:
+    def check_context(params: dict[str, Any], ctx: Context) -> None:
         """
         @raise RPCError: -32602 for C{leg} when the proxy has no per-leg
             hold (3.x rejects any extra MI parameter).
@@ -78,27 +135,26 @@ class CallHold(Command):
         return self.ctx.names.hold
 
     def start(self) -> None:
-        self.state = "waiting for MI reply"
-        callid = self.params["callid"]
-        self._accepted = False
-        self._settled = False
-        self._started: dict[str, None] = {}
-        self._finished: dict[str, str] = {}
-        self._held_back: list[tuple[str, str]] = []
-        self._settle_waited = False
-        self.listen("E_CALL_HOLD", callid, self._on_event)
+        feed = self.machine.feed
+        self.listen_hold(self.params["callid"], self._on_event)
         timeout = self.ctx.settings.hold_timeout
-        self.call_later(timeout, self._timed_out, timeout)
-        self._retries = 0
+        self.call_later(timeout, feed, "timed_out", timeout)
         self._send()
+
+    def _on_event(self, event: HoldEvent) -> None:
+        if event.action == self.action:
+            self.machine.feed("leg_reported", event)
+
+    # actions
 
     def _send(self) -> None:
         params = {"callid": self.params["callid"]}
         if "leg" in self.params:
             params["leg"] = self.params["leg"]
-        self.request(self.mi_method(), params, self._on_accepted, self._on_refused)
+        self.request(self.mi_method(), params, lambda result: self.machine.feed("accepted", result),
+                     lambda reason: self.machine.feed("refused", reason))
 
-    def _on_refused(self, reason: BaseException) -> None:
+    def _on_refused(self, reason: BaseException) -> HoldPhase:
         """
         410 "Dialog not ready" (the ACK of a just-answered call has not
         reached the proxy, trace f_hold_early_and_click_to_dial) is retried
@@ -108,74 +164,75 @@ class CallHold(Command):
             # the "OK" was lost but E_CALL_HOLD shows the hold happening
             self._log.warn("no {mi_method} reply for {cmd_id}, but its events came",
                            mi_method=self.mi_method(), cmd_id=self.cmd_id)
-            self._on_accepted("OK")
-            return
+            return self._on_accepted("OK")
         settings = self.ctx.settings
         if (isinstance(reason, MIError) and reason.code == 410
                 and self._retries < settings.hold_not_ready_retries):
             self._retries += 1
-            self.call_later(settings.hold_retry_delay, self._send)
-            return
+            self.call_later(settings.hold_retry_delay, self.machine.feed, "resend")
+            return HoldPhase.WAITING_REPLY
         self.fail(reason)
+        return HoldPhase.DONE
 
-    # inputs
-
-    def _on_accepted(self, result: Any) -> None:
-        self._accepted = True
-        self.state = "waiting for legs"
+    def _on_accepted(self, result: Any) -> HoldPhase:
         self.emit(self.accepted_event)
         held_back, self._held_back = self._held_back, []
         for kind, leg in held_back:
             self._report(kind, leg)
-        self.call_later(0, self._settle)
+        self.call_later(0, self.machine.feed, "turn_passed")
+        return HoldPhase.SETTLING
 
-    def _settle(self) -> None:
-        if len(self._started) < 2 and not self._settle_waited:
+    def _on_turn_passed(self) -> HoldPhase:
+        if len(self._started) < 2:
             # one leg (or none) started so far: the other may be held
             # already (skipped silently) or its `start` still on the way
             # from a remote proxy; give it a moment before deciding
-            self._settle_waited = True
-            self.call_later(self.ctx.settings.hold_settle, self._settle)
-            return
-        self._settled = True
+            self._settle_timer = self.call_later(self.ctx.settings.hold_settle,
+                                                 self.machine.feed, "settle_waited")
+            return HoldPhase.AWAITING_SECOND_START
+        return self._on_settled()
+
+    def _on_settled(self) -> HoldPhase:
         if not self._started:
             grace = self.ctx.settings.hold_event_grace
-            self.call_later(grace, self._no_event, grace)
-        self._check_done()
+            self.call_later(grace, self.machine.feed, "no_event", grace)
+        return self._check_done()
 
-    def _on_event(self, params: dict[str, Any]) -> None:
-        if params.get("action") != self.action:
-            return
-        leg = params.get("leg")
-        state = params.get("state")
-        if leg not in validation.LEGS or state not in ("start", "ok", "fail"):
-            self._log.warn("ignored E_CALL_HOLD with leg {leg!r} state {state!r} for {callid}",
-                           leg=leg, state=state, callid=self.params["callid"])
-            return
-        if state == "start":
+    def _on_leg_while_settling(self, event: HoldEvent) -> HoldPhase:
+        self._on_leg(event)
+        if len(self._started) == 2 and event.state is HoldState.START:
+            # both legs known: nothing more to wait for
+            if self._settle_timer is not None and self._settle_timer.active():
+                self._settle_timer.cancel()
+            return HoldPhase.WAITING_LEGS
+        return HoldPhase.AWAITING_SECOND_START
+
+    def _on_leg(self, event: HoldEvent) -> HoldPhase | None:
+        leg = event.leg
+        if event.state is HoldState.START:
             if leg in self._started:
-                return  # duplicate
+                return None  # duplicate
             self._started[leg] = None
-            if len(self._started) == 2 and self._settle_waited:
-                self._settled = True  # both legs known: nothing more to wait for
-            kind = "start"
+            self._queue("start", leg)
         else:
             if leg in self._finished:
-                return  # duplicate (4.0 overlapping holds), or late
+                return None  # duplicate (4.0 overlapping holds), or late
             if leg not in self._started:
                 # reordered: ok/fail overtook start; report both
                 self._started[leg] = None
                 self._queue("start", leg)
-            self._finished[leg] = state
-            kind = state
-        self._queue(kind, leg)
-        self._check_done()
+            kind = event.state.value
+            self._finished[leg] = kind
+            self._queue(kind, leg)
+        if self.machine.phase is HoldPhase.WAITING_LEGS:
+            return self._check_done()
+        return None
 
     def _queue(self, kind: str, leg: str) -> None:
-        if self._accepted:
-            self._report(kind, leg)
-        else:
+        if self.machine.phase is HoldPhase.WAITING_REPLY:
             self._held_back.append((kind, leg))
+        else:
+            self._report(kind, leg)
 
     def _report(self, kind: str, leg: str) -> None:
         if kind == "start":
@@ -183,22 +240,23 @@ class CallHold(Command):
         elif kind == "ok":
             self.emit(self.ok_event, {"leg": leg})
 
-    def _check_done(self) -> None:
-        if not (self._accepted and self._settled and self._started):
-            return
-        if any(leg not in self._finished for leg in self._started):
-            return
+    def _check_done(self) -> HoldPhase:
+        if not self._started or any(leg not in self._finished for leg in self._started):
+            return HoldPhase.WAITING_LEGS
         failed = [leg for leg, state in self._finished.items() if state == "fail"]
         if failed:
             self.fail(f"{self.action} failed on leg {' and '.join(failed)}")
         else:
             self.end()
+        return HoldPhase.DONE
 
-    def _no_event(self, grace: float) -> None:
-        if not self._started:
-            self.fail(CommandTimeout(
-                f"any E_CALL_HOLD event after OpenSIPS accepted {self.mi_method()} "
-                "(is the event subscription working?)", grace))
+    def _no_event(self, grace: float) -> HoldPhase:
+        if self._started:
+            return HoldPhase.WAITING_LEGS
+        self.fail(CommandTimeout(
+            f"any E_CALL_HOLD event after OpenSIPS accepted {self.mi_method()} "
+            "(is the event subscription working?)", grace))
+        return HoldPhase.DONE
 
     def _timed_out(self, timeout: float) -> None:
         waiting = [leg for leg in self._started if leg not in self._finished]
@@ -207,12 +265,15 @@ class CallHold(Command):
         self.fail(CommandTimeout(what, timeout))
 
 
+HOLD_FLOW.check(CallHold)
+
+
 class CallUnhold(CallHold):
     """
     Params: C{callid}.  Events: C{CallUnholding}, then per leg
     C{CallUnholdStart {leg}} and C{CallUnholdSuccessful {leg}}, C{Ended}.
     Errors as L{CallHold} (C{"480 No dialog legs on hold"}).  OpenSIPS
-    resumes the callee first (trace C{f_hold_unhold}).
+    resumes the callee first (trace C{f_hold_unhold}).  Same flow.
     """
 
     method = "CallUnhold"

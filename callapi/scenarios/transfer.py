@@ -24,261 +24,376 @@ What OpenSIPS does (3.4 README "call_transfer" and "E_CALL_TRANSFER"):
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable
 from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
 
 from callapi import validation
 from callapi.errors import CommandTimeout, MIError, MITimeout
+from callapi.opensips.dialog import (
+    DialogState,
+    DialogStateChanged,
+    TransferEvent,
+    TransferState,
+)
 from callapi.scenarios.base import Command
+from callapi.scenarios.machine import Flow, Machine
 
 
-class TransferCommand(Command):
+class TransferPhase(enum.Enum):
     """
-    Shared logic of every command that waits for a transfer's outcome.
+    The phases of one transfer (L{Transfer}).
+    """
 
-    Subclasses provide L{transfer_params}, L{watched_callids}, the Call-ID
-    of the dialog to end after success (L{old_callid}) and the event data
-    (L{event_data}); they may override L{on_success} / L{on_failure}.
+    #: C{call_transfer} sent; E_CALL_TRANSFER events are held back
+    REQUESTED = enum.auto()
+    #: OpenSIPS accepted: waiting for C{start} (C{transfer_start_timeout})
+    ACCEPTED = enum.auto()
+    #: the new call exists: waiting for C{ok}/C{fail} (C{transfer_timeout})
+    STARTED = enum.auto()
+    #: the outcome was reported to the owner; late notifies are absorbed
+    DONE = enum.auto()
+
+
+_T = TransferPhase
+_WAITING = (_T.REQUESTED, _T.ACCEPTED, _T.STARTED)
+
+#: The transfer component's transition table (docs/scenarios.md).
+TRANSFER_FLOW = Flow("Transfer", TransferPhase, _T.REQUESTED, _T.DONE, [
+    (_T.REQUESTED, "accepted", (_T.ACCEPTED, _T.STARTED, _T.DONE), "_on_accepted"),
+    (_T.REQUESTED, "refused", (_T.REQUESTED, _T.ACCEPTED, _T.STARTED, _T.DONE), "_on_refused"),
+    (_T.REQUESTED, "resend", _T.REQUESTED, "send"),
+    (_T.REQUESTED, "reported", _T.REQUESTED, "_hold_back"),
+    ((_T.ACCEPTED, _T.STARTED), "reported", (_T.STARTED, _T.DONE), "_handle"),
+    (_WAITING, "dialog_gone", _WAITING, "_on_dialog_gone"),
+    ((_T.REQUESTED, _T.ACCEPTED), "gone_grace_over", (_T.REQUESTED, _T.ACCEPTED, _T.DONE),
+     "_gone_before_start"),
+    (_T.ACCEPTED, "no_start", _T.DONE, "_no_start"),
+    (_T.STARTED, "no_outcome", _T.DONE, "_no_outcome"),
+], abort="_abort")
+
+
+class Transfer:
+    """
+    One SIP transfer through callops (C{call_transfer}), followed to its
+    outcome: a component owned by L{CallBlindTransfer},
+    L{CallAttendedTransfer} and L{callapi.scenarios.call_start.CallStart}.
 
     Notification order: C{Transferring} on the MI reply, then
-    C{TransferStart}, C{TransferPending}*, and the success event; events
-    that arrive before the MI reply are held back until it.
+    C{TransferStart}, C{TransferPending}*, and (by the owner) the success
+    event; events that arrive before the MI reply are held back until it.
+
+    The owner registers for its dialog's events and feeds L{dialog_gone};
+    the outcome comes back as C{succeeded()} (the new call was answered)
+    or C{failed(reason)} (refused, rejected, failed or timed out).
+
+    @ivar machine: the flow, L{TRANSFER_FLOW}.
+    @ivar new_callid: the new call's Call-ID once started (else C{""}).
+    @ivar destination: the target URI without C{;osid=}, once known.
+    @ivar old_gone: the transferred dialog was deleted (E_DLG_STATE_CHANGED
+        to 5) while the transfer ran.
     """
 
     #: event names (the Go Call API's)
     transferring_event = "Transferring"
     start_event = "TransferStart"
     pending_event = "TransferPending"
+
+    def __init__(self, command: Command, mi_params: dict[str, Any], watched: list[str],
+                 old_callid: str, transferring_data: Any,
+                 event_data: Callable[[str, str | None, str | None], Any],
+                 succeeded: Callable[[], None], failed: Callable[[BaseException | str], None],
+                 retry_codes: tuple[int, ...] = ()) -> None:
+        """
+        @param command: the owner, whose L{Command.request},
+            L{Command.listen_transfers}, L{Command.call_later} and
+            L{Command.emit} the transfer uses (so the owner's release
+            undoes everything).
+        @param mi_params: the named params of C{call_transfer}.
+        @param watched: the Call-IDs whose E_CALL_TRANSFER events belong to
+            this transfer (two for an attended transfer).
+        @param old_callid: the Call-ID of the transferred dialog.
+        @param transferring_data: the C{data} of C{Transferring}.
+        @param event_data: C{(new Call-ID, destination, NOTIFY status or
+            None) -> data} of C{TransferStart}/C{TransferPending}.
+        @param retry_codes: MI error codes retried
+            C{Settings.transfer_retries} times, C{Settings.transfer_retry_delay}
+            apart (CallStart: 404/410, the dialog is not confirmed yet).
+        """
+        self.machine: Machine[TransferPhase] = Machine(TRANSFER_FLOW, self)
+        self._command = command
+        self._mi_params = mi_params
+        self._watched = watched
+        self.old_callid = old_callid
+        self._transferring_data = transferring_data
+        self._event_data = event_data
+        self._succeeded = succeeded
+        self._failed = failed
+        self._retry_codes = retry_codes
+        self._attempts = 0
+        self._held_back: list[TransferEvent] = []
+        self.new_callid = ""
+        self.destination: str | None = None
+        self.old_gone = False
+        self._no_start_timer: IDelayedCall | None = None
+        self._outcome_timer: IDelayedCall | None = None
+
+    # inputs from the owner
+
+    def begin(self) -> None:
+        """
+        Register for E_CALL_TRANSFER on every watched Call-ID and send
+        C{call_transfer}.
+        """
+        feed = self.machine.feed
+        for callid in self._watched:
+            self._command.listen_transfers(callid, lambda event: feed("reported", event))
+        self.send()
+
+    def dialog_gone(self) -> None:
+        """
+        The transferred dialog was deleted (E_DLG_STATE_CHANGED to 5).
+        """
+        self.machine.feed("dialog_gone")
+
+    # actions
+
+    def send(self) -> None:
+        """
+        Send (or re-send) the C{call_transfer} MI request.
+        """
+        feed = self.machine.feed
+        command = self._command
+        command.request(command.ctx.names.transfer, self._mi_params,
+                        lambda result: feed("accepted", result),
+                        lambda reason: feed("refused", reason))
+
+    def _abort(self, why: str) -> None:
+        """
+        Nothing to undo: the owner's release cancels the requests,
+        registrations and timers made through it.
+        """
+
+    def _on_refused(self, reason: BaseException) -> TransferPhase:
+        if isinstance(reason, MITimeout) and self._held_back:
+            # the reply ("Accepted") was lost but this transfer's events came:
+            # OpenSIPS did accept it (events may precede the reply,
+            # c_click_to_dial_transfer_unknown_user)
+            self._command._log.warn("no call_transfer reply for {cmd_id}, but its events came",
+                                    cmd_id=self._command.cmd_id)
+            return self._on_accepted("Accepted")
+        settings = self._command.ctx.settings
+        if (isinstance(reason, MIError) and reason.code in self._retry_codes
+                and self._attempts < settings.transfer_retries):
+            self._attempts += 1
+            self._command.call_later(settings.transfer_retry_delay, self.machine.feed, "resend")
+            return _T.REQUESTED
+        return self._fail(reason)
+
+    def _on_accepted(self, result: Any) -> TransferPhase:
+        if isinstance(result, dict) and isinstance(result.get("Code"), int) and result["Code"] >= 300:
+            return self._fail(
+                f"REFER rejected with status {result['Code']} {result.get('Reason', '')}".rstrip())
+        command = self._command
+        # counted from OpenSIPS' acceptance (CallStart may have retried)
+        timeout = command.ctx.settings.transfer_start_timeout
+        self._no_start_timer = command.call_later(timeout, self.machine.feed, "no_start", timeout)
+        command.emit(self.transferring_event, self._transferring_data)
+        phase = _T.ACCEPTED
+        held_back, self._held_back = self._held_back, []
+        for event in held_back:
+            phase = self._handle_in(phase, event)
+            if phase is _T.DONE:
+                break  # the rest are late notifies or copies
+        return phase
+
+    def _hold_back(self, event: TransferEvent) -> None:
+        self._held_back.append(event)
+
+    def _on_dialog_gone(self) -> None:
+        if self.old_gone:
+            return
+        self.old_gone = True
+        if self.machine.phase is not _T.STARTED:
+            # baresip hangs up right after its NOTIFY; when that BYE wins
+            # the race, no E_CALL_TRANSFER ever comes (3.4 README, "the
+            # NOTIFY race"): do not wait the whole no-event timeout.
+            grace = self._command.ctx.settings.transfer_old_gone_grace
+            self._command.call_later(grace, self.machine.feed, "gone_grace_over", grace)
+
+    def _gone_before_start(self, grace: float) -> TransferPhase | None:
+        if self._held_back:
+            return None
+        return self._fail(CommandTimeout(
+            f"E_CALL_TRANSFER start after the call {self.old_callid} ended "
+            "(if the transferee hung up itself, OpenSIPS may not have linked its new call)",
+            grace))
+
+    def _handle(self, event: TransferEvent) -> TransferPhase:
+        return self._handle_in(self.machine.phase, event)
+
+    def _handle_in(self, phase: TransferPhase, event: TransferEvent) -> TransferPhase:
+        if phase is _T.STARTED and event.transfer_callid != self.new_callid:
+            # another transfer touching the same dialog (an attended transfer
+            # raises its events on both Call-IDs): not ours
+            self._command._log.info(
+                "ignored E_CALL_TRANSFER {state} of another transfer (new call {other}) for "
+                "{cmd_id}", state=event.state.value, other=event.transfer_callid,
+                cmd_id=self._command.cmd_id)
+            return phase
+        if phase is _T.ACCEPTED:
+            self._start(event.transfer_callid, event.destination)
+        state = event.state
+        if state is TransferState.NOTIFY:
+            self._command.emit(self.pending_event,
+                               self._event_data(self.new_callid, self.destination, event.status))
+        elif state is not TransferState.START:
+            if self._outcome_timer is not None and self._outcome_timer.active():
+                self._outcome_timer.cancel()
+            if state is TransferState.OK:
+                self.machine.phase = _T.DONE
+                self._succeeded()
+            else:
+                self._fail(f"transfer failed with status {event.status or 'unknown status'}")
+            return _T.DONE
+        return _T.STARTED
+
+    def _start(self, new_callid: str, destination: str | None) -> None:
+        command = self._command
+        self.new_callid = new_callid
+        self.destination = destination or self.destination
+        if self._no_start_timer is not None and self._no_start_timer.active():
+            self._no_start_timer.cancel()
+        timeout = command.ctx.settings.transfer_timeout
+        self._outcome_timer = command.call_later(timeout, self.machine.feed, "no_outcome", timeout)
+        command.emit(self.start_event, self._event_data(new_callid, self.destination, None))
+
+    def _fail(self, reason: BaseException | str) -> TransferPhase:
+        self.machine.phase = _T.DONE
+        self._failed(reason)
+        return _T.DONE
+
+    def _no_start(self, timeout: float) -> TransferPhase:
+        return self._fail(CommandTimeout(
+            "E_CALL_TRANSFER start: the REFER may have been rejected or the "
+            "transferee never sent its INVITE", timeout))
+
+    def _no_outcome(self, timeout: float) -> TransferPhase:
+        return self._fail(CommandTimeout(
+            f"the outcome of the transfer to {self.destination or 'the target'} "
+            f"(new call {self.new_callid})", timeout))
+
+
+TRANSFER_FLOW.check(Transfer)
+
+
+def end_dialog(command: Command, callid: str, then: Callable[[], None]) -> None:
+    """
+    End a dialog through OpenSIPS (C{dlg_end_dlg} / C{dialog:end_dlg}: BYE
+    to both legs of a confirmed dialog, CANCEL of an early one, trace
+    C{g_dlg_end_dlg}) as a request owned by C{command}; a 404 (already
+    gone, trace C{d_blind_transfer_callee_success}) is not an error, other
+    errors are logged.  Calls C{then()} either way.
+    """
+    def failed(reason: BaseException) -> None:
+        if not (isinstance(reason, MIError) and reason.code == 404):
+            command._log.warn("could not end dialog {callid}: {error}", callid=callid,
+                              error=str(reason))
+        then()
+
+    command.request(command.ctx.names.end_dialog, {"dialog_id": callid}, lambda _: then(), failed)
+
+
+class TransferPhaseOfCommand(enum.Enum):
+    """
+    The phases of CallBlindTransfer / CallAttendedTransfer.
+    """
+
+    IDLE = enum.auto()
+    #: the L{Transfer} runs
+    TRANSFERRING = enum.auto()
+    #: after success: ending the transferred dialog (C{dlg_end_dlg})
+    HANGING_UP = enum.auto()
+    DONE = enum.auto()
+
+
+_C = TransferPhaseOfCommand
+
+#: CallBlindTransfer's and CallAttendedTransfer's transition table.
+TRANSFER_COMMAND_FLOW = Flow("CallBlindTransfer / CallAttendedTransfer", TransferPhaseOfCommand,
+                             _C.IDLE, _C.DONE, [
+    (_C.IDLE, "started", _C.TRANSFERRING, "_begin"),
+    (_C.TRANSFERRING, "dialog_gone", _C.TRANSFERRING, "_on_dialog_gone"),
+    (_C.TRANSFERRING, "transfer_succeeded", (_C.HANGING_UP, _C.DONE), "_on_succeeded"),
+    (_C.TRANSFERRING, "transfer_failed", _C.DONE, "fail"),
+    (_C.HANGING_UP, "hung_up", _C.DONE, "end"),
+], abort="abort_flow")
+
+
+class TransferCommand(Command):
+    """
+    What CallBlindTransfer and CallAttendedTransfer share: one L{Transfer}
+    of C{old_callid}; after success the transferred dialog is ended if
+    still up; a failed transfer leaves the original call as it is.
+    """
+
     success_event = "TransferSuccessful"
-    #: end the transferred dialog after a failed transfer too (CallStart:
-    #: the caller would otherwise sit in a call with nobody)
-    end_old_dialog_on_failure = False
 
-    # hooks
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.machine: Machine[TransferPhaseOfCommand] = Machine(TRANSFER_COMMAND_FLOW, self)
+        self.old_callid, watched, mi_params = self.transfer_target()
+        feed = self.machine.feed
+        self.transfer = Transfer(
+            self, mi_params, watched, self.old_callid, self.transferring_data(), self.event_data,
+            lambda: feed("transfer_succeeded"), lambda reason: feed("transfer_failed", reason))
 
-    def transfer_params(self) -> dict[str, Any]:
+    def transfer_target(self) -> tuple[str, list[str], dict[str, Any]]:
         """
-        @return: the named params of the C{call_transfer} MI request.
-        """
-        raise NotImplementedError
-
-    def watched_callids(self) -> list[str]:
-        """
-        @return: the Call-IDs whose E_CALL_TRANSFER events belong to this
-            transfer (two for an attended transfer).
-        """
-        raise NotImplementedError
-
-    def old_callid(self) -> str:
-        """
-        @return: the Call-ID of the dialog that is transferred (ended after
-            success if still up).
+        @return: the transferred Call-ID, the watched Call-IDs and the
+            C{call_transfer} params.
         """
         raise NotImplementedError
 
     def transferring_data(self) -> Any:
         """
-        @return: the C{data} of the C{Transferring} notification (C{None}:
-            omitted).
+        @return: the C{data} of C{Transferring} (C{None}: omitted).
         """
         return None
 
     def event_data(self, new_callid: str, destination: str | None, extra: str | None = None) -> Any:
         """
-        @param new_callid: the new call's Call-ID (EVI C{transfer_callid}).
-        @param destination: the target URI without C{;osid=}, if known.
-        @param extra: the NOTIFY sipfrag status (C{TransferPending} only).
         @return: the C{data} of C{TransferStart}/C{TransferPending}/the
             success event.
         """
         raise NotImplementedError
 
-    # the flow
+    def start(self) -> None:
+        self.machine.feed("started")
 
-    def begin_transfer(self) -> None:
-        """
-        Register for events, send C{call_transfer}, arm the no-event timer.
-        """
-        self._accepted = False
-        self._held_back: list[dict[str, Any]] = []
-        self._started = False
-        self._finished = False
-        self._new_callid = ""
-        self._destination: str | None = None
-        self._old_gone = False
-        self.state = "transferring"
-        for callid in self.watched_callids():
-            self.listen("E_CALL_TRANSFER", callid, self._on_transfer_event)
-        self.listen("E_DLG_STATE_CHANGED", self.old_callid(), self._on_old_dialog)
-        self._no_event_timer: Any = None
-        self._outcome_timer: Any = None
-        self.send_transfer()
+    def _begin(self) -> None:
+        feed = self.machine.feed
 
-    def send_transfer(self) -> None:
-        """
-        Send (or re-send) the C{call_transfer} MI request.
-        """
-        self.request(self.ctx.names.transfer, self.transfer_params(), self._on_accepted,
-                     self._on_transfer_error)
+        def on_dialog(event: DialogStateChanged) -> None:
+            if event.new_state is DialogState.DELETED:
+                feed("dialog_gone")
 
-    def _on_transfer_error(self, reason: BaseException) -> None:
-        if isinstance(reason, MITimeout) and self._held_back:
-            # the reply ("Accepted") was lost but this transfer's events came:
-            # OpenSIPS did accept it (events may precede the reply,
-            # c_click_to_dial_transfer_unknown_user)
-            self._log.warn("no call_transfer reply for {cmd_id}, but its events came",
-                           cmd_id=self.cmd_id)
-            self._on_accepted("Accepted")
-            return
-        self.transfer_refused(reason)
+        self.transfer.begin()
+        self.listen_dialog(self.old_callid, on_dialog)
 
-    def transfer_refused(self, reason: BaseException) -> None:
-        """
-        OpenSIPS refused C{call_transfer} (e.g. C{"491 Request Pending"},
-        C{"404 Dialog not found"}) or did not answer: fail.
-        """
-        self.fail(reason)
+    def _on_dialog_gone(self) -> None:
+        self.transfer.dialog_gone()
 
-    def _on_accepted(self, result: Any) -> None:
-        if isinstance(result, dict) and isinstance(result.get("Code"), int) and result["Code"] >= 300:
-            self.transfer_failed(
-                f"REFER rejected with status {result['Code']} {result.get('Reason', '')}".rstrip())
-            return
-        self._accepted = True
-        if not self._started:
-            # counted from OpenSIPS' acceptance (CallStart may have retried)
-            timeout = self.ctx.settings.transfer_start_timeout
-            self._no_event_timer = self.call_later(timeout, self._no_start, timeout)
-        self.emit(self.transferring_event, self.transferring_data())
-        held_back, self._held_back = self._held_back, []
-        for params in held_back:
-            self._handle(params)
-
-    def _on_old_dialog(self, params: dict[str, Any]) -> None:
-        if params.get("new_state") == 5 and not self._old_gone:
-            self._old_gone = True
-            if not self._started:
-                # baresip hangs up right after its NOTIFY; when that BYE wins
-                # the race, no E_CALL_TRANSFER ever comes (3.4 README, "the
-                # NOTIFY race"): do not wait the whole no-event timeout.
-                grace = self.ctx.settings.transfer_old_gone_grace
-                self.call_later(grace, self._gone_before_start, grace)
-
-    def _gone_before_start(self, grace: float) -> None:
-        if not self._started and not self._held_back:
-            self.transfer_failed(CommandTimeout(
-                f"E_CALL_TRANSFER start after the call {self.old_callid()} ended "
-                "(if the transferee hung up itself, OpenSIPS may not have linked its new call)",
-                grace))
-
-    def _on_transfer_event(self, params: dict[str, Any]) -> None:
-        if self._accepted:
-            self._handle(params)
-        else:
-            self._held_back.append(params)
-
-    def _handle(self, params: dict[str, Any]) -> None:
-        state = params.get("state")
-        new_callid = params.get("transfer_callid")
-        if not isinstance(new_callid, str) or state not in ("start", "notify", "ok", "fail"):
-            self._log.warn("ignored E_CALL_TRANSFER {params} for {cmd_id}", params=params,
-                           cmd_id=self.cmd_id)
-            return
-        if self._finished:
-            return  # late notify, or the attended transfer's second copy
-        if self._started and new_callid != self._new_callid:
-            # another transfer touching the same dialog (an attended transfer
-            # raises its events on both Call-IDs): not ours
-            self._log.info("ignored E_CALL_TRANSFER {state} of another transfer (new call "
-                           "{other}) for {cmd_id}", state=state, other=new_callid,
-                           cmd_id=self.cmd_id)
-            return
-        destination = params.get("destination") or None
-        if destination and ";osid=" in destination:
-            destination = destination.split(";osid=", 1)[0]
-        if state == "start":
-            if not self._started:
-                self._start(new_callid, destination)
-        elif state == "notify":
-            if not self._started:
-                self._start(new_callid, destination)
-            self.emit(self.pending_event,
-                      self.event_data(self._new_callid, self._destination, params.get("status")))
-        else:
-            if not self._started:
-                self._start(new_callid, destination)
-            self._finished = True
-            if self._outcome_timer is not None and self._outcome_timer.active():
-                self._outcome_timer.cancel()
-            if state == "ok":
-                self.on_success()
-            else:
-                self.on_failure(str(params.get("status") or "unknown status"))
-
-    def _start(self, new_callid: str, destination: str | None) -> None:
-        self._started = True
-        self._new_callid = new_callid
-        self._destination = destination or self._destination
-        if self._no_event_timer is not None and self._no_event_timer.active():
-            self._no_event_timer.cancel()
-        timeout = self.ctx.settings.transfer_timeout
-        self._outcome_timer = self.call_later(timeout, self._no_outcome, timeout)
-        self.state = f"transfer started, new call {new_callid}"
-        self.emit(self.start_event, self.event_data(new_callid, self._destination))
-
-    def on_success(self) -> None:
-        """
-        The new call was answered: report it, end the old dialog if it is
-        still up, then C{Ended}.
-        """
-        self.emit(self.success_event, self.event_data(self._new_callid, self._destination))
-        self.end_old_dialog(self.end)
-
-    def on_failure(self, status: str) -> None:
-        """
-        The new call failed with SIP C{status} (e.g. C{"486 Busy Here"}).
-        """
-        self.transfer_failed(f"transfer failed with status {status}")
-
-    def transfer_failed(self, reason: BaseException | str) -> None:
-        """
-        End the command with C{Error(reason)}; first end the transferred
-        dialog when L{end_old_dialog_on_failure} (CallStart: the caller
-        must not stay in a call with nobody).
-        """
-        if self.end_old_dialog_on_failure:
-            self.end_old_dialog(lambda: self.fail(reason))
-        else:
-            self.fail(reason)
-
-    def end_old_dialog(self, then: Any) -> None:
-        """
-        End the transferred dialog through OpenSIPS (C{dlg_end_dlg}) unless
-        it is known to be gone; a 404 (the transferee already hung up, trace
-        C{d_blind_transfer_callee_success}) is not an error.  Calls C{then()}.
-        """
-        if self._old_gone:
-            then()
-            return
-        self.state = "ending the transferred dialog"
-
-        def failed(reason: BaseException) -> None:
-            if not (isinstance(reason, MIError) and reason.code == 404):
-                self._log.warn("could not end dialog {callid} after the transfer: {error}",
-                               callid=self.old_callid(), error=str(reason))
-            then()
-
-        self.request(self.ctx.names.end_dialog, {"dialog_id": self.old_callid()},
-                     lambda _: then(), failed)
-
-    def _no_start(self, timeout: float) -> None:
-        if not self._started:
-            self.transfer_failed(CommandTimeout(
-                "E_CALL_TRANSFER start: the REFER may have been rejected or the "
-                "transferee never sent its INVITE", timeout))
-
-    def _no_outcome(self, timeout: float) -> None:
-        self.transfer_failed(CommandTimeout(f"the outcome of the transfer to {self._destination or 'the target'} "
-                                 f"(new call {self._new_callid})", timeout))
+    def _on_succeeded(self) -> _C:
+        transfer = self.transfer
+        self.emit(self.success_event, self.event_data(transfer.new_callid, transfer.destination))
+        if transfer.old_gone:
+            self.end()
+            return _C.DONE
+        end_dialog(self, self.old_callid, lambda: self.machine.feed("hung_up"))
+        return _C.HANGING_UP
 
 
 class CallBlindTransfer(TransferCommand):
@@ -307,19 +422,10 @@ class CallBlindTransfer(TransferCommand):
             "callid": validation.callid, "leg": validation.leg,
             "destination": validation.sip_uri})
 
-    def start(self) -> None:
-        self._destination = self.params["destination"]
-        self.begin_transfer()
-
-    def transfer_params(self) -> dict[str, Any]:
-        return {"callid": self.params["callid"], "leg": self.params["leg"],
-                "destination": self.params["destination"]}
-
-    def watched_callids(self) -> list[str]:
-        return [self.params["callid"]]
-
-    def old_callid(self) -> str:
-        return self.params["callid"]
+    def transfer_target(self) -> tuple[str, list[str], dict[str, Any]]:
+        callid = self.params["callid"]
+        return callid, [callid], {"callid": callid, "leg": self.params["leg"],
+                                  "destination": self.params["destination"]}
 
     def transferring_data(self) -> Any:
         return {"destination": self.params["destination"]}
@@ -362,22 +468,13 @@ class CallAttendedTransfer(TransferCommand):
             raise validation.invalid_params("callidA and callidB must be different calls")
         return checked
 
-    def start(self) -> None:
-        self.begin_transfer()
-
-    def transfer_params(self) -> dict[str, Any]:
+    def transfer_target(self) -> tuple[str, list[str], dict[str, Any]]:
         params = {"callid": self.params["callidA"], "leg": self.params["legA"],
                   "transfer_callid": self.params["callidB"],
                   "transfer_leg": self.params["legB"]}
         if "destination" in self.params:
             params["destination"] = self.params["destination"]
-        return params
-
-    def watched_callids(self) -> list[str]:
-        return [self.params["callidA"], self.params["callidB"]]
-
-    def old_callid(self) -> str:
-        return self.params["callidA"]
+        return self.params["callidA"], [self.params["callidA"], self.params["callidB"]], params
 
     def event_data(self, new_callid: str, destination: str | None, extra: str | None = None) -> Any:
         data: dict[str, Any] = {"callid": new_callid,
@@ -385,3 +482,6 @@ class CallAttendedTransfer(TransferCommand):
         if extra is not None:
             data["extra"] = extra
         return data
+
+
+TRANSFER_COMMAND_FLOW.check(CallBlindTransfer)
