@@ -18,7 +18,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from callapi import jsonrpc
 from callapi.testing.wsclient import JSONRPCClientProtocol
 from callapi.ws import CallApiProtocol, origin_allowed
-from tests.daemon import Daemon, start_daemon, until
+from callapi.testing.daemon import DaemonHarness, start_daemon, until
 
 
 @pytest_twisted.ensureDeferred
@@ -39,7 +39,7 @@ async def test_reply_larger_than_the_incoming_limit_is_sent(reactor: Any) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_deep_nesting_and_huge_batches_are_refused(daemon: Daemon) -> None:
+async def test_deep_nesting_and_huge_batches_are_refused(daemon: DaemonHarness) -> None:
     client = await daemon.client()
     deep = "[" * (jsonrpc.MAX_DEPTH + 1) + "]" * (jsonrpc.MAX_DEPTH + 1)
     client.send_json('{"jsonrpc":"2.0","id":1,"method":"Echo","params":{"a":%s}}' % deep)
@@ -66,7 +66,7 @@ async def _connect_with_origin(reactor: Any, port: int, origin: str) -> Any:
 
 
 @pytest_twisted.ensureDeferred
-async def test_cross_site_origin_refused_local_allowed(daemon: Daemon) -> None:
+async def test_cross_site_origin_refused_local_allowed(daemon: DaemonHarness) -> None:
     with pytest.raises(ConnectionError):
         await _connect_with_origin(daemon.reactor, daemon.port, "https://evil.example")
     local = await _connect_with_origin(daemon.reactor, daemon.port, "http://localhost:8000")
