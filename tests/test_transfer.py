@@ -1,7 +1,7 @@
 """
 C{CallBlindTransfer} / C{CallAttendedTransfer} (L{callapi.scenarios.transfer})
-against a L{FakeMIClient}, the real L{EventHub}, a L{Clock} and a
-L{RecordingSink}.
+run by the scenario harness (L{callapi.testing.scenario}: a L{FakeMIClient},
+the real L{EventHub}, a L{Clock} and a L{RecordingSink}).
 
 E_CALL_TRANSFER and E_DLG_STATE_CHANGED params are copied from the 3.4
 reference traces (member order and values as on the wire; 3.4 README
@@ -15,17 +15,15 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-import attrs
 import pytest
-from twisted.internet.task import Clock
 
 from callapi.errors import MIError, RPCError
-from callapi.opensips.events import EventHub
 from callapi.opensips.names import MINames
-from callapi.scenarios import COMMANDS, Context, Settings
+from callapi.scenarios import COMMANDS, Settings
 from callapi.scenarios.transfer import CallAttendedTransfer, CallBlindTransfer, TransferCommand
-from callapi.testing.fakes import FakeMIClient, RecordingSink
-from tests.evi import D, Event, X, assert_ended_clean
+from callapi.testing.evi import (Dialog, transfer_failed, transfer_notify, transfer_ok,
+                                 transfer_started)
+from callapi.testing.scenario import ENDED, ScenarioHarness, Step
 
 
 CINDY = "sip:cindy@127.0.0.1"
@@ -37,7 +35,7 @@ ERIN = "sip:erin@127.0.0.1"
 
 #: a step of L{Env.play}: the MI reply "Accepted" to call_transfer
 ACCEPTED = "Accepted"
-Step = Union[str, Event]
+TransferStep = Union[str, Step]
 
 
 class CalleeSuccess:
@@ -216,7 +214,6 @@ class AttendedBaresip:
     A_4_5 = A_DIALOG.changed(4, 5)
 
 
-ENDED = ("Ended", None)
 
 
 def transferring(destination: str) -> tuple[str, Any]:
@@ -239,51 +236,31 @@ def error(text: str) -> tuple[str, Any]:
     return ("Error", text)
 
 
-@attrs.define
-class Env:
-    mi: FakeMIClient
-    hub: EventHub
-    clock: Clock
-    sink: RecordingSink
-    command: TransferCommand
-    names: MINames
+class Env(ScenarioHarness[TransferCommand]):
+    """
+    A running transfer command (L{ScenarioHarness}) whose steps may also be
+    C{ACCEPTED}.
+    """
 
-    def play(self, *steps: Step) -> None:
+    def play(self, *steps: TransferStep) -> None:
         """
         Feed events (C{(name, params)}) and C{ACCEPTED} (the MI reply to the
         oldest pending call_transfer), in order.
         """
         for step in steps:
-            if step == ACCEPTED:
-                self.mi.reply(self.names.transfer, "Accepted")
+            if isinstance(step, str):
+                assert step == ACCEPTED, step
+                self.mi.reply(self.ctx.names.transfer, "Accepted")
             else:
-                name, params = step
-                self.hub.dispatch(name, params)
-
-    def events(self) -> list[tuple[str, Any]]:
-        return self.sink.events()
-
-    def requests(self) -> list[tuple[str, Any]]:
-        return [(r.method, r.params) for r in self.mi.requests]
+                super().play(step)
 
     def mi_error(self, which: str, code: int, message: str, data: Any = None) -> None:
         self.mi.error(which, MIError(which, code, message, data))
 
-    def assert_clean(self) -> None:
-        """
-        Ended exactly once and last, at most one Error, nothing left behind.
-        """
-        assert_ended_clean(self, "t1")
-
 
 def make(cls: type[TransferCommand], params: dict[str, Any], settings: Settings | None = None,
          names: MINames | None = None) -> Env:
-    mi, hub, clock, sink = FakeMIClient(), EventHub(), Clock(), RecordingSink()
-    names = names or MINames()
-    ctx = Context(mi=mi, events=hub, clock=clock, settings=settings or Settings(), names=names)
-    command = cls(ctx, "t1", cls.check(params), sink)  # type: ignore[attr-defined]
-    command.run()
-    return Env(mi, hub, clock, sink, command, names)
+    return Env.start(cls, params, "t1", settings=settings, names=names)
 
 
 def blind(callid: str, destination: str = CINDY, leg: str = "callee",
@@ -337,7 +314,7 @@ def test_blind_with_40_names() -> None:
         ("callops:transfer", {"callid": NotifyDelay.OLD, "leg": "callee", "destination": CINDY}),
         ("dialog:end_dlg", {"dialog_id": NotifyDelay.OLD})]
     assert env.events()[-2:] == [successful(NotifyDelay.NEW, CINDY), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- CallBlindTransfer: trace orders --------------------------------------------------
@@ -357,7 +334,7 @@ def test_blind_callee_success_trace_order() -> None:
     env.mi_error("dlg_end_dlg", 404, "Requested Dialog not found")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
     env.play(t.NEW_4_5)
     assert env.events()[-1] == ENDED and len(env.events()) == 4
 
@@ -409,7 +386,7 @@ def test_blind_start_before_accepted_is_held_back() -> None:
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
     assert env.mi.methods() == ["call_transfer", "dlg_end_dlg"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_start_and_fail_before_accepted() -> None:
@@ -426,7 +403,7 @@ def test_blind_start_and_fail_before_accepted() -> None:
     env.play(t.OLD_4_5)
     assert env.mi.methods() == ["call_transfer"]
     assert len(env.events()) == 4
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("leg", [CalleeSuccess.NEW, "callee", "caller", ""])
@@ -449,7 +426,7 @@ def test_blind_notify_is_pending_with_extra() -> None:
                             pending(t.NEW, BUSY, "100 Trying"),
                             error("transfer failed with status 486 Busy Here"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_notify_before_start() -> None:
@@ -460,7 +437,7 @@ def test_blind_notify_before_start() -> None:
     assert env.events() == [transferring(BUSY), started(t.NEW, BUSY),
                             pending(t.NEW, BUSY, "100 Trying"),
                             error("transfer failed with status 486 Busy Here"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_several_notifies() -> None:
@@ -471,7 +448,7 @@ def test_blind_several_notifies() -> None:
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY),
                             pending(t.NEW, CINDY, "100 Trying"), pending(t.NEW, CINDY, "200 OK"),
                             successful(t.NEW, CINDY), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_failure_trace_order() -> None:
@@ -482,7 +459,7 @@ def test_blind_failure_trace_order() -> None:
     assert env.events() == [transferring(BUSY), started(t.NEW, BUSY),
                             error("transfer failed with status 486 Busy Here"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_fail_keeps_the_call_up() -> None:
@@ -492,7 +469,7 @@ def test_blind_fail_keeps_the_call_up() -> None:
     env.play(ACCEPTED, t.START, t.NEW_1_2, t.NEW_2_5, t.FAIL)
     assert env.events()[-2:] == [error("transfer failed with status 486 Busy Here"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_old_call_gone_before_ok_no_dlg_end_dlg() -> None:
@@ -502,7 +479,7 @@ def test_blind_old_call_gone_before_ok_no_dlg_end_dlg() -> None:
     env.play(ACCEPTED, t.START, t.OLD_4_5, t.NEW_1_2, t.NEW_2_3, t.OK, t.NEW_3_4)
     assert env.events() == [transferring(BOB), started(t.NEW, BOB), successful(t.NEW, BOB), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_old_call_gone_before_accepted_no_dlg_end_dlg() -> None:
@@ -512,7 +489,7 @@ def test_blind_old_call_gone_before_accepted_no_dlg_end_dlg() -> None:
     assert env.events() == [transferring(BOB), started(t.NEW, BOB), successful(t.NEW, BOB), ENDED]
     assert env.mi.methods() == ["call_transfer"]
     env.clock.advance(100)
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_dlg_end_dlg_other_error_is_not_an_error() -> None:
@@ -522,7 +499,7 @@ def test_blind_dlg_end_dlg_other_error_is_not_an_error() -> None:
     env.mi.time_out("dlg_end_dlg")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_ended_only_after_dlg_end_dlg_answered() -> None:
@@ -533,7 +510,7 @@ def test_blind_ended_only_after_dlg_end_dlg_answered() -> None:
     assert not env.command.done
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events()[-1] == ENDED
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("step", ["start", "fail"])
@@ -550,7 +527,7 @@ def test_blind_destination_reported_without_osid(step: str) -> None:
         env.play(ACCEPTED, t.FAIL)
     assert env.events() == [transferring(NOBODY), started(t.NEW, NOBODY),
                             error("transfer failed with status 408 Request Timeout"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_ok_without_start() -> None:
@@ -560,7 +537,7 @@ def test_blind_ok_without_start() -> None:
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- CallBlindTransfer: refusals ------------------------------------------------------
@@ -572,7 +549,7 @@ def test_blind_refer_rejected_code_result() -> None:
     env.mi.reply("call_transfer", {"Code": 603, "Reason": "Declined"})
     assert env.events() == [error("REFER rejected with status 603 Declined"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_code_result_below_300_is_accepted() -> None:
@@ -583,7 +560,7 @@ def test_blind_code_result_below_300_is_accepted() -> None:
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_held_back_events_dropped_on_rejection() -> None:
@@ -592,7 +569,7 @@ def test_blind_held_back_events_dropped_on_rejection() -> None:
     env.play(t.START, t.FAIL)
     env.mi.reply("call_transfer", {"Code": 603, "Reason": "Declined"})
     assert env.events() == [error("REFER rejected with status 603 Declined"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("callid, code, message, data, text", [
@@ -608,7 +585,7 @@ def test_blind_mi_error(callid: str, code: int, message: str, data: str | None,
     env.mi_error("call_transfer", code, message, data)
     assert env.events() == [error(text), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_491_while_the_first_transfer_runs() -> None:
@@ -621,14 +598,14 @@ def test_blind_491_while_the_first_transfer_runs() -> None:
     env.mi_error("call_transfer", 491, "Request Pending")
     env.play(transfer_ok(old, "callee", new, first, "200 OK"))
     assert env.events() == [error("491 Request Pending"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_mi_timeout() -> None:
     env = blind(CalleeSuccess.OLD)
     env.mi.time_out("call_transfer")
     assert env.events() == [error("OpenSIPS did not answer MI call_transfer within 5 s"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- CallBlindTransfer: timeouts ------------------------------------------------------
@@ -650,7 +627,7 @@ def test_blind_no_event_at_all(settings: Settings | None, seconds: float) -> Non
         ENDED]
     # the call is left as it is
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
     env.play(ReferRejected.OLD_4_5)  # the recorder's dlg_end_dlg, later
     assert len(env.events()) == 3
 
@@ -669,7 +646,7 @@ def test_blind_start_cancels_the_no_event_timeout() -> None:
     env.play(t.OK)
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events()[-2:] == [successful(t.NEW, CINDY), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("settings, seconds", [
@@ -689,7 +666,7 @@ def test_blind_start_but_no_outcome(settings: Settings | None, seconds: float) -
               f"{CINDY} (new call {t.NEW})"),
         ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_notify_does_not_extend_the_outcome_timeout() -> None:
@@ -703,7 +680,7 @@ def test_blind_notify_does_not_extend_the_outcome_timeout() -> None:
         error(f"timed out after 10 s waiting for the outcome of the transfer to {CINDY} "
               f"(new call {t.NEW})"),
         ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("grace", [2.0, 0.5])
@@ -723,7 +700,7 @@ def test_blind_old_call_gone_and_no_start(grace: float) -> None:
               f"{t.OLD} ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"),
         ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_old_call_gone_then_start_within_grace() -> None:
@@ -736,7 +713,7 @@ def test_blind_old_call_gone_then_start_within_grace() -> None:
     env.play(t.OK)
     assert env.events() == [transferring(BOB), started(t.NEW, BOB), successful(t.NEW, BOB), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_old_call_gone_twice_one_grace() -> None:
@@ -745,7 +722,7 @@ def test_blind_old_call_gone_twice_one_grace() -> None:
     env.play(ACCEPTED, t.OLD_4_5, t.OLD_4_5)
     env.clock.advance(2)
     assert [e for e, _ in env.events()] == ["Transferring", "Error", "Ended"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_other_dialog_states_are_not_the_end() -> None:
@@ -771,7 +748,7 @@ def test_blind_events_for_other_calls_are_ignored() -> None:
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("junk", [
@@ -791,7 +768,7 @@ def test_blind_junk_events_are_ignored(junk: dict[str, Any]) -> None:
     env.play(t.START, t.OK)
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events()[-3:] == [started(t.NEW, CINDY), successful(t.NEW, CINDY), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_nothing_after_ended() -> None:
@@ -807,7 +784,7 @@ def test_blind_nothing_after_ended() -> None:
     env.command.end()
     env.command.abort()
     assert env.events() == done
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_abort_releases_silently() -> None:
@@ -901,7 +878,7 @@ def test_attended_trace_order() -> None:
     env.play(t.A_4_5)
     assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
                             pending(t.NEW, ERIN, "100 Trying"), successful(t.NEW, ERIN), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_doubled_events_before_accepted() -> None:
@@ -913,7 +890,7 @@ def test_attended_doubled_events_before_accepted() -> None:
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
                             pending(t.NEW, ERIN, "100 Trying"), successful(t.NEW, ERIN), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_call_a_gone_before_ok() -> None:
@@ -923,7 +900,7 @@ def test_attended_call_a_gone_before_ok() -> None:
     assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
                             successful(t.NEW, ERIN), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_call_b_ending_is_not_watched() -> None:
@@ -962,7 +939,7 @@ def test_attended_fail_doubled() -> None:
     assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
                             error("transfer failed with status 486 Busy Here"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("code, message, data, text", [
@@ -977,7 +954,7 @@ def test_attended_mi_error(code: int, message: str, data: str | None, text: str)
     env = attended()
     env.mi_error("call_transfer", code, message, data)
     assert env.events() == [error(text), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_baresip_no_event_call_a_gone() -> None:
@@ -991,7 +968,7 @@ def test_attended_baresip_no_event_call_a_gone() -> None:
         error(f"timed out after 2 s waiting for E_CALL_TRANSFER start after the call {t.A} "
               "ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"),
         ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_no_event_at_all() -> None:
@@ -1004,14 +981,14 @@ def test_attended_no_event_at_all() -> None:
         error("timed out after 15 s waiting for E_CALL_TRANSFER start: the REFER may have been "
               "rejected or the transferee never sent its INVITE"),
         ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_refer_rejected_code_result() -> None:
     env = attended()
     env.mi.reply("call_transfer", {"Code": 603, "Reason": "Declined"})
     assert env.events() == [error("REFER rejected with status 603 Declined"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("params, data", [
