@@ -31,6 +31,7 @@ async def test_subscribes_to_the_three_events(daemon: DaemonHarness) -> None:
     assert socket.startswith("udp:127.0.0.1:")
     subscribed = {event for (event, s) in daemon.emu.subscribers if s == socket}
     assert subscribed == {"E_CALL_TRANSFER", "E_CALL_HOLD", "E_DLG_STATE_CHANGED"}
+    assert daemon.opensips.subscriptions is not None
     assert all(daemon.opensips.subscriptions.status[e]["ok"] for e in subscribed)
 
 
@@ -171,7 +172,7 @@ async def test_client_disconnect_mid_command(reactor: Any) -> None:
         await until(reactor, lambda: any(p.method == "call_hold"
                                          for p in daemon.opensips.mi.pending.values()))
         sent = daemon.opensips.mi.stats["sent"]
-        client.transport.abortConnection()
+        client.transport.abortConnection()  # type: ignore[union-attr]
         await until(reactor, lambda: daemon.runner.running == {})
         assert daemon.opensips.hub.registrations == 0
         assert not any(p.method == "call_hold" for p in daemon.opensips.mi.pending.values())

@@ -335,7 +335,7 @@ async def test_attended_transfer_errors(daemon: DaemonHarness) -> None:
 async def test_call_start_validation(daemon: DaemonHarness) -> None:
     client = await daemon.client()
     sent = daemon.opensips.mi.stats["sent"]
-    for params, data in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"caller": "alice", "callee": BOB}, "caller is not a valid SIP URI (e.g. sip:alice@example.com)"),
         ({"caller": ALICE}, "missing parameter callee"),
         ({"caller": ALICE, "callee": "sip:bob@x\r\nVia: evil"},
@@ -343,7 +343,8 @@ async def test_call_start_validation(daemon: DaemonHarness) -> None:
         ({"caller": ALICE, "callee": BOB, "ring_timeout": 0},
          "ring_timeout must be a number of seconds, 0 < ring_timeout <= 600"),
         ({"caller": ALICE, "callee": BOB, "extra": 1}, "unknown parameter extra"),
-    ]:
+    ]
+    for params, data in cases:
         result = await client.command("CallStart", params)
         assert result.response["error"] == {"code": -32602, "message": "Invalid params", "data": data}
     assert daemon.opensips.mi.stats["sent"] == sent

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from callapi import jsonrpc
-from callapi.testing.wsclient import JSONRPCClientProtocol
+from callapi.testing.wsclient import ClientFactory, JSONRPCClientProtocol
 from callapi.ws import CallApiProtocol, origin_allowed
 from callapi.testing.daemon import DaemonHarness, start_daemon, until
 
@@ -57,8 +56,7 @@ async def test_deep_nesting_and_huge_batches_are_refused(daemon: DaemonHarness) 
 
 
 async def _connect_with_origin(reactor: Any, port: int, origin: str) -> Any:
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/call-api", reactor=reactor,
-                                     origin=origin)
+    factory = ClientFactory(f"ws://127.0.0.1:{port}/call-api", reactor=reactor, origin=origin)
     factory.protocol = JSONRPCClientProtocol
     factory.opened = Deferred()
     await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
