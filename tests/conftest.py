@@ -8,6 +8,7 @@ tests use a L{Clock} instead and never touch it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from tests.daemon import start_daemon
+from callapi.testing.daemon import DaemonHarness, start_daemon
 
 
 @pytest.fixture
@@ -37,14 +38,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def daemon(reactor: Any) -> Any:
+def daemon(reactor: Any) -> Iterator[DaemonHarness]:
     """
-    A daemon + emulator pair on loopback; afterwards nothing may be left
-    running, registered or pending.
+    A daemon + emulator pair on loopback (L{callapi.testing.daemon}); after
+    the test everything is stopped and nothing may be left running,
+    registered or pending.
     """
     started = pytest_twisted.blockon(Deferred.fromCoroutine(start_daemon(reactor)))
     yield started
     pytest_twisted.blockon(Deferred.fromCoroutine(started.stop()))
-    assert started.runner.running == {}
-    assert started.opensips.hub.registrations == 0
-    assert started.opensips.mi.pending == {}
+    started.assert_nothing_left()

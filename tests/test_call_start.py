@@ -1,6 +1,7 @@
 """
-C{CallStart} (click-to-dial, L{callapi.scenarios.call_start}) against a
-L{FakeMIClient}, the real L{EventHub}, a L{Clock} and a L{RecordingSink}.
+C{CallStart} (click-to-dial, L{callapi.scenarios.call_start}) run by the
+scenario harness (L{callapi.testing.scenario}: a L{FakeMIClient}, the real
+L{EventHub}, a L{Clock} and a L{RecordingSink}).
 
 The t_uac_dlg results and the E_DLG_STATE_CHANGED / E_CALL_TRANSFER params
 are copied from the 3.4 reference traces (C{a_click_to_dial_*},
@@ -14,19 +15,17 @@ and that nothing of the command is left once it ended.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Union
+from typing import Any
 
-import attrs
 import pytest
-from twisted.internet.task import Clock
 
-from callapi.errors import MIError, RPCError
-from callapi.opensips.events import EventHub
+from callapi.errors import RPCError
 from callapi.opensips.names import MINames
-from callapi.scenarios import COMMANDS, Context, Settings
+from callapi.scenarios import COMMANDS, Settings
 from callapi.scenarios.call_start import CLICK_TO_DIAL_SDP, CallStart
-from callapi.testing.fakes import FakeMIClient, RecordingSink
-from tests.evi import D, Event, X, assert_ended_clean
+from callapi.testing.evi import (Dialog, dialog_state_changed, transfer_failed, transfer_notify,
+                                 transfer_ok, transfer_started)
+from callapi.testing.scenario import ENDED, MIFailure, MIReply, ScenarioHarness, Step
 
 
 ALICE = "sip:alice@127.0.0.1"
@@ -42,30 +41,7 @@ TRACE_SDP = ("v=0\r\no=click-to-dial 0 0 IN IP4 0.0.0.0\r\ns=session\r\nc=IN IP4
              "t=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
 
 
-@attrs.frozen
-class Reply:
-    """
-    A step: the MI reply C{result} to the oldest pending C{method}.
-    """
-
-    method: str
-    result: Any
-
-
-@attrs.frozen
-class Err:
-    """
-    A step: an MI error reply to the oldest pending C{method}.
-    """
-
-    method: str
-    code: int
-    message: str
-    data: Any = None
-
-
-Step = Union[Event, Reply, Err]
-ACCEPTED = Reply("call_transfer", "Accepted")
+ACCEPTED = MIReply("call_transfer", "Accepted")
 
 
 class Success:
@@ -76,15 +52,13 @@ class Success:
 
     FIRST = "2c22ab5a-64ee-44bf-85ce-8bda1b4d671b"
     NEW = "ecb7871ad125f9ca"
-    F_1_2 = D("316.43cfb051", "6679027252276", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8e84",
-              "25ac2bd045e50f6f", 1, 2)
-    F_2_3 = D("316.43cfb051", "6679027252276", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8e84",
-              "25ac2bd045e50f6f", 2, 3)
-    F_3_4 = D("316.43cfb051", "6679027252276", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8e84",
-              "25ac2bd045e50f6f", 3, 4)
-    F_4_5 = D("316.43cfb051", "6679027252276", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8e84",
-              "25ac2bd045e50f6f", 4, 5)
-    ANSWER = Reply("t_uac_dlg", {
+    FIRST_DIALOG = Dialog("316.43cfb051", "6679027252276", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8e84",
+                          "25ac2bd045e50f6f")
+    F_1_2 = FIRST_DIALOG.changed(1, 2)
+    F_2_3 = FIRST_DIALOG.changed(2, 3)
+    F_3_4 = FIRST_DIALOG.changed(3, 4)
+    F_4_5 = FIRST_DIALOG.changed(4, 5)
+    ANSWER = MIReply("t_uac_dlg", {
         "Status": "200 Answering", "RURI": "sip:alice-0x564a33827400@127.0.0.1:5071",
         "Next-hop": "sip:127.0.0.1;lr;did=316.43cfb051",
         "Routes": ["<sip:127.0.0.1;lr;did=316.43cfb051>"],
@@ -99,14 +73,15 @@ class Success:
                    " 127.0.0.1\r\nt=0 0\r\na=tool:baresip 1.0.0\r\nm=audio 20080 RTP/AVP 0\r\na="
                    "rtpmap:0 PCMU/8000\r\na=sendrecv\r\na=label:1\r\na=ssrc:2298735325 cname:sip:"
                    "bob@127.0.0.1\r\na=minptime:20\r\na=ptime:20\r\n"})
-    START = X(FIRST, NEW, NEW, BOB, "start", "")
-    N_1_2 = D("2b6.c4a41ee3", "7362628897356", NEW, "e5a5d66019161fba", "d88afc8d222cfb24", 1, 2)
-    N_2_3 = D("2b6.c4a41ee3", "7362628897356", NEW, "e5a5d66019161fba", "d88afc8d222cfb24", 2, 3)
-    OK = X(FIRST, "callee", NEW, BOB, "ok", "200 Answering")
-    N_3_4 = D("2b6.c4a41ee3", "7362628897356", NEW, "e5a5d66019161fba", "d88afc8d222cfb24", 3, 4)
-    NOTIFY_100 = X(FIRST, "", NEW, "", "notify", "100 Trying")
-    NOTIFY_200 = X(FIRST, "", NEW, "", "notify", "200 OK")
-    N_4_5 = D("2b6.c4a41ee3", "7362628897356", NEW, "e5a5d66019161fba", "d88afc8d222cfb24", 4, 5)
+    START = transfer_started(FIRST, NEW, NEW, BOB)
+    NEW_DIALOG = Dialog("2b6.c4a41ee3", "7362628897356", NEW, "e5a5d66019161fba", "d88afc8d222cfb24")
+    N_1_2 = NEW_DIALOG.changed(1, 2)
+    N_2_3 = NEW_DIALOG.changed(2, 3)
+    OK = transfer_ok(FIRST, "callee", NEW, BOB, "200 Answering")
+    N_3_4 = NEW_DIALOG.changed(3, 4)
+    NOTIFY_100 = transfer_notify(FIRST, "", NEW, "100 Trying")
+    NOTIFY_200 = transfer_notify(FIRST, "", NEW, "200 OK")
+    N_4_5 = NEW_DIALOG.changed(4, 5)
 
 
 class Baresip:
@@ -117,15 +92,13 @@ class Baresip:
 
     FIRST = "d5b79d51-eed7-4fa5-b156-69f92e1f8b43"
     NEW = "3db24369a17bb877"
-    F_1_2 = D("ce9.1049d432", "10909809218561", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-4272",
-              "b53b9c304171ef52", 1, 2)
-    F_2_3 = D("ce9.1049d432", "10909809218561", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-4272",
-              "b53b9c304171ef52", 2, 3)
-    F_3_4 = D("ce9.1049d432", "10909809218561", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-4272",
-              "b53b9c304171ef52", 3, 4)
-    F_4_5 = D("ce9.1049d432", "10909809218561", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-4272",
-              "b53b9c304171ef52", 4, 5)
-    ANSWER = Reply("t_uac_dlg", {
+    FIRST_DIALOG = Dialog("ce9.1049d432", "10909809218561", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-4272",
+                          "b53b9c304171ef52")
+    F_1_2 = FIRST_DIALOG.changed(1, 2)
+    F_2_3 = FIRST_DIALOG.changed(2, 3)
+    F_3_4 = FIRST_DIALOG.changed(3, 4)
+    F_4_5 = FIRST_DIALOG.changed(4, 5)
+    ANSWER = MIReply("t_uac_dlg", {
         "Status": "200 Answering", "RURI": "sip:alice-0x564a33827400@127.0.0.1:5071",
         "Next-hop": "sip:127.0.0.1;lr;did=ce9.1049d432",
         "Routes": ["<sip:127.0.0.1;lr;did=ce9.1049d432>"],
@@ -140,12 +113,13 @@ class Baresip:
                    "127.0.0.1\r\nt=0 0\r\na=tool:baresip 1.0.0\r\nm=audio 20008 RTP/AVP 0\r\na=r"
                    "tpmap:0 PCMU/8000\r\na=sendrecv\r\na=label:1\r\na=ssrc:408416701 cname:sip:b"
                    "ob@127.0.0.1\r\na=minptime:20\r\na=ptime:20\r\n"})
-    START = X(FIRST, NEW, NEW, BOB, "start", "")
-    N_1_2 = D("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd", 1, 2)
-    N_2_3 = D("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd", 2, 3)
-    OK = X(FIRST, "callee", NEW, BOB, "ok", "200 Answering")
-    N_3_4 = D("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd", 3, 4)
-    N_4_5 = D("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd", 4, 5)
+    START = transfer_started(FIRST, NEW, NEW, BOB)
+    NEW_DIALOG = Dialog("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd")
+    N_1_2 = NEW_DIALOG.changed(1, 2)
+    N_2_3 = NEW_DIALOG.changed(2, 3)
+    OK = transfer_ok(FIRST, "callee", NEW, BOB, "200 Answering")
+    N_3_4 = NEW_DIALOG.changed(3, 4)
+    N_4_5 = NEW_DIALOG.changed(4, 5)
 
 
 class Linphone:
@@ -156,13 +130,12 @@ class Linphone:
 
     FIRST = "23f29e6b-b952-4f76-8686-5b38822761b8"
     NEW = "9QUwW~qulz"
-    F_1_2 = D("02e.debc8072", "15531256630253", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-635a",
-              "4-Lux~f", 1, 2)
-    F_2_3 = D("02e.debc8072", "15531256630253", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-635a",
-              "4-Lux~f", 2, 3)
-    F_3_4 = D("02e.debc8072", "15531256630253", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-635a",
-              "4-Lux~f", 3, 4)
-    ANSWER = Reply("t_uac_dlg", {
+    FIRST_DIALOG = Dialog("02e.debc8072", "15531256630253", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-635a",
+                          "4-Lux~f")
+    F_1_2 = FIRST_DIALOG.changed(1, 2)
+    F_2_3 = FIRST_DIALOG.changed(2, 3)
+    F_3_4 = FIRST_DIALOG.changed(3, 4)
+    ANSWER = MIReply("t_uac_dlg", {
         "Status": "200 Ok", "RURI": "sip:127.0.0.1:5077;transport=udp",
         "Next-hop": "sip:127.0.0.1;lr;did=02e.debc8072",
         "Routes": ["<sip:127.0.0.1;lr;did=02e.debc8072>"],
@@ -176,13 +149,14 @@ class Linphone:
                    "ype: application/sdp\r\nContent-Length: 100\r\nRecord-route: <sip:127.0.0.1;"
                    "lr;did=02e.debc8072>\r\n\r\nv=0\r\no=dave 3488 1247 IN IP4 127.0.0.1\r\ns=Tal"
                    "k\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 21042 RTP/AVP 0\r\n"})
-    START = X(FIRST, NEW, NEW, BOB, "start", "")
-    N_1_2 = D("284.f2f2f326", "4958040567599", NEW, "FV-VEBEL6", "5f35546085b160ee", 1, 2)
-    N_2_3 = D("284.f2f2f326", "4958040567599", NEW, "FV-VEBEL6", "5f35546085b160ee", 2, 3)
-    OK = X(FIRST, "callee", NEW, BOB, "ok", "200 Answering")
-    NOTIFY_100 = X(FIRST, "", NEW, "", "notify", "100 Trying")
-    N_3_4 = D("284.f2f2f326", "4958040567599", NEW, "FV-VEBEL6", "5f35546085b160ee", 3, 4)
-    NOTIFY_200 = X(FIRST, "", NEW, "", "notify", "200 Ok")
+    START = transfer_started(FIRST, NEW, NEW, BOB)
+    NEW_DIALOG = Dialog("284.f2f2f326", "4958040567599", NEW, "FV-VEBEL6", "5f35546085b160ee")
+    N_1_2 = NEW_DIALOG.changed(1, 2)
+    N_2_3 = NEW_DIALOG.changed(2, 3)
+    OK = transfer_ok(FIRST, "callee", NEW, BOB, "200 Answering")
+    NOTIFY_100 = transfer_notify(FIRST, "", NEW, "100 Trying")
+    N_3_4 = NEW_DIALOG.changed(3, 4)
+    NOTIFY_200 = transfer_notify(FIRST, "", NEW, "200 Ok")
 
 
 #: a 200 answer whose members do not matter to the test
@@ -200,18 +174,17 @@ class Rejected:
 
     FIRST = "0c65a4b0-5a0d-440b-b7ba-33d50c16656d"
     NEW = "76a3b3bbc1219bee"
-    F_1_2 = D("1ef.a3aaea04", "17460127246906", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8603",
-              "217151b106360d7d", 1, 2)
-    F_2_3 = D("1ef.a3aaea04", "17460127246906", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8603",
-              "217151b106360d7d", 2, 3)
-    F_3_4 = D("1ef.a3aaea04", "17460127246906", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8603",
-              "217151b106360d7d", 3, 4)
-    START = X(FIRST, NEW, NEW, BUSY, "start", "")
-    F_4_5 = D("1ef.a3aaea04", "17460127246906", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8603",
-              "217151b106360d7d", 4, 5)
-    N_1_2 = D("4d6.8a3b62e6", "7509450863528", NEW, "0c3b15018b3e2b69", "6806SIPpTag012", 1, 2)
-    N_2_5 = D("4d6.8a3b62e6", "7509450863528", NEW, "0c3b15018b3e2b69", "6806SIPpTag012", 2, 5)
-    FAIL = X(FIRST, "callee", NEW, BUSY, "fail", "486 Busy Here")
+    FIRST_DIALOG = Dialog("1ef.a3aaea04", "17460127246906", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8603",
+                          "217151b106360d7d")
+    F_1_2 = FIRST_DIALOG.changed(1, 2)
+    F_2_3 = FIRST_DIALOG.changed(2, 3)
+    F_3_4 = FIRST_DIALOG.changed(3, 4)
+    START = transfer_started(FIRST, NEW, NEW, BUSY)
+    F_4_5 = FIRST_DIALOG.changed(4, 5)
+    NEW_DIALOG = Dialog("4d6.8a3b62e6", "7509450863528", NEW, "0c3b15018b3e2b69", "6806SIPpTag012")
+    N_1_2 = NEW_DIALOG.changed(1, 2)
+    N_2_5 = NEW_DIALOG.changed(2, 5)
+    FAIL = transfer_failed(FIRST, "callee", NEW, BUSY, "486 Busy Here")
 
 
 class RejectedNotify:
@@ -223,18 +196,18 @@ class RejectedNotify:
 
     FIRST = "d9951552-0030-4f66-958b-fd9165d27f9b"
     NEW = "d22032238b6eba9a"
-    F_1_3 = D("192.85a72f64", "2822983809624", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-cbb6",
-              "3e3567ec966b9a8b", 1, 3)
-    F_3_4 = D("192.85a72f64", "2822983809624", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-cbb6",
-              "3e3567ec966b9a8b", 3, 4)
-    F_4_5 = D("192.85a72f64", "2822983809624", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-cbb6",
-              "3e3567ec966b9a8b", 4, 5)
-    START = X(FIRST, NEW, NEW, BUSY, "start", "")
-    N_1_2 = D("92a.5cfcb605", "11172559179717", NEW, "f46c8c2be95d481f", "6806SIPpTag013", 1, 2)
-    NOTIFY_100 = X(FIRST, "callee", NEW, "", "notify", "100 Trying")
-    N_2_5 = D("92a.5cfcb605", "11172559179717", NEW, "f46c8c2be95d481f", "6806SIPpTag013", 2, 5)
-    FAIL = X(FIRST, "callee", NEW, BUSY, "fail", "486 Busy Here")
-    NOTIFY_486 = X(FIRST, "", NEW, "", "notify", "486 Busy Here")
+    FIRST_DIALOG = Dialog("192.85a72f64", "2822983809624", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-cbb6",
+                          "3e3567ec966b9a8b")
+    F_1_3 = FIRST_DIALOG.changed(1, 3)
+    F_3_4 = FIRST_DIALOG.changed(3, 4)
+    F_4_5 = FIRST_DIALOG.changed(4, 5)
+    START = transfer_started(FIRST, NEW, NEW, BUSY)
+    NEW_DIALOG = Dialog("92a.5cfcb605", "11172559179717", NEW, "f46c8c2be95d481f", "6806SIPpTag013")
+    N_1_2 = NEW_DIALOG.changed(1, 2)
+    NOTIFY_100 = transfer_notify(FIRST, "callee", NEW, "100 Trying")
+    N_2_5 = NEW_DIALOG.changed(2, 5)
+    FAIL = transfer_failed(FIRST, "callee", NEW, BUSY, "486 Busy Here")
+    NOTIFY_486 = transfer_notify(FIRST, "", NEW, "486 Busy Here")
 
 
 class UnknownCallee:
@@ -245,17 +218,16 @@ class UnknownCallee:
 
     FIRST = "e9664bfa-f12a-49e9-ac06-64361e5a5eb2"
     NEW = "12b95a11cc06aaca"
-    F_1_2 = D("51e.08f4fb46", "15485047361408", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3",
-              "edcc1b5f3ecfe708", 1, 2)
-    F_2_3 = D("51e.08f4fb46", "15485047361408", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3",
-              "edcc1b5f3ecfe708", 2, 3)
-    F_3_4 = D("51e.08f4fb46", "15485047361408", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3",
-              "edcc1b5f3ecfe708", 3, 4)
-    START = X(FIRST, NEW, NEW, NOBODY, "start", "")
-    N_1_5 = D("c0d.7759ce61", "14345575372151", NEW, "54d25f64cccacae0", None, 1, 5)
-    FAIL = X(FIRST, "callee", NEW, NOBODY + ";osid=51e.08f4fb46", "fail", "408 Request Timeout")
-    F_4_5 = D("51e.08f4fb46", "15485047361408", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3",
-              "edcc1b5f3ecfe708", 4, 5)
+    FIRST_DIALOG = Dialog("51e.08f4fb46", "15485047361408", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3",
+                          "edcc1b5f3ecfe708")
+    F_1_2 = FIRST_DIALOG.changed(1, 2)
+    F_2_3 = FIRST_DIALOG.changed(2, 3)
+    F_3_4 = FIRST_DIALOG.changed(3, 4)
+    START = transfer_started(FIRST, NEW, NEW, NOBODY)
+    NEW_DIALOG = Dialog("c0d.7759ce61", "14345575372151", NEW, "54d25f64cccacae0", None)
+    N_1_5 = NEW_DIALOG.changed(1, 5)
+    FAIL = transfer_failed(FIRST, "callee", NEW, NOBODY + ";osid=51e.08f4fb46", "408 Request Timeout")
+    F_4_5 = FIRST_DIALOG.changed(4, 5)
 
 
 # caller-side failures (b_click_to_dial_*), each on its trace's time line
@@ -266,28 +238,28 @@ BUSY_RESULT = {"Status": "486 Busy Here", "Message": (
     "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKe13a.f51b9167.0\r\nFrom: <sip:busy@127.0.0.1>;"
     "tag=533cb9e91f4b999cf76861cbb9ed54ed-6d53\r\nTo: <sip:bob@127.0.0.1>;tag=6806SIPpTag011\r\n"
     "Call-ID: f59685bb-f9f7-4cdf-b49c-8ba4a623952f\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")}
+BUSY_DIALOG = Dialog("7e2.5447a38", "3191298749509", BUSY_FIRST,
+                     "533cb9e91f4b999cf76861cbb9ed54ed-6d53", "6806SIPpTag011")
 BUSY_TRACE: list[tuple[float, Step]] = [
-    (1.3, D("7e2.5447a38", "3191298749509", BUSY_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-6d53",
-            "6806SIPpTag011", 1, 2)),
-    (505.9, D("7e2.5447a38", "3191298749509", BUSY_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-6d53",
-              "6806SIPpTag011", 2, 5)),
-    (506.0, Reply("t_uac_dlg", BUSY_RESULT)),
+    (1.3, BUSY_DIALOG.changed(1, 2)),
+    (505.9, BUSY_DIALOG.changed(2, 5)),
+    (506.0, MIReply("t_uac_dlg", BUSY_RESULT)),
 ]
 
 NOANSWER_FIRST = "8599f3cb-4033-49a1-a580-59a672425b45"
+NOANSWER_DIALOG = Dialog("557.61a6d1a", "8061823314454", NOANSWER_FIRST,
+                         "533cb9e91f4b999cf76861cbb9ed54ed-247c", "6808SIPpTag023")
 NOANSWER_TRACE: list[tuple[float, Step]] = [
-    (1.0, D("557.61a6d1a", "8061823314454", NOANSWER_FIRST,
-            "533cb9e91f4b999cf76861cbb9ed54ed-247c", "6808SIPpTag023", 1, 2)),
-    (119463.4, D("557.61a6d1a", "8061823314454", NOANSWER_FIRST,
-                 "533cb9e91f4b999cf76861cbb9ed54ed-247c", "6808SIPpTag023", 2, 5)),
-    (119463.5, Reply("t_uac_dlg", {"Status": "408 Request Timeout"})),
+    (1.0, NOANSWER_DIALOG.changed(1, 2)),
+    (119463.4, NOANSWER_DIALOG.changed(2, 5)),
+    (119463.5, MIReply("t_uac_dlg", {"Status": "408 Request Timeout"})),
 ]
 
 OFFLINE_FIRST = "3fb6d33a-6cdc-4443-a95d-72a2e964bc6d"
 OFFLINE_TRACE: list[tuple[float, Step]] = [
-    (5497.2, D("557.51a6d1a", "8061823314453", OFFLINE_FIRST,
-               "533cb9e91f4b999cf76861cbb9ed54ed-dafb", None, 1, 5)),
-    (5497.5, Reply("t_uac_dlg", {"Status": "408 Request Timeout", "Message": (
+    (5497.2, dialog_state_changed("557.51a6d1a", "8061823314453", OFFLINE_FIRST,
+                                  "533cb9e91f4b999cf76861cbb9ed54ed-dafb", None, 1, 5)),
+    (5497.5, MIReply("t_uac_dlg", {"Status": "408 Request Timeout", "Message": (
         "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKc876.96716b93.0\r\nTo: <sip:bob@127.0.0.1>"
         ";tag=bcaa-963cdea4ae73dd3a9adfdf0719174798\r\nFrom: <sip:offline@127.0.0.1>;tag=533cb9e91"
         "f4b999cf76861cbb9ed54ed-dafb\r\nCall-ID: 3fb6d33a-6cdc-4443-a95d-72a2e964bc6d\r\nCSeq: 1 "
@@ -296,24 +268,23 @@ OFFLINE_TRACE: list[tuple[float, Step]] = [
 
 UNKNOWN_FIRST = "78964e94-6f0a-46ff-b5e1-09c3304cd89e"
 UNKNOWN_TRACE: list[tuple[float, Step]] = [
-    (1.0, Reply("t_uac_dlg", {"Status": "404 User Not Found", "Message": (
+    (1.0, MIReply("t_uac_dlg", {"Status": "404 User Not Found", "Message": (
         "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK9d96.06752d35.0\r\nTo: <sip:bob@127.0.0.1>"
         ";tag=bcaa-0fdb5466cc0e86cdd3cbaff250ef67ab\r\nFrom: <sip:nobody@127.0.0.1>;tag=533cb9e91"
         "f4b999cf76861cbb9ed54ed-3d7d\r\nCall-ID: 78964e94-6f0a-46ff-b5e1-09c3304cd89e\r\nCSeq: 1 "
         "INVITE\r\nServer: OpenSIPS (3.4.18 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n")})),
-    (1.1, D("2a9.014c5606", "10593006634000", UNKNOWN_FIRST,
-            "533cb9e91f4b999cf76861cbb9ed54ed-3d7d", None, 1, 5)),
+    (1.1, dialog_state_changed("2a9.014c5606", "10593006634000", UNKNOWN_FIRST,
+                               "533cb9e91f4b999cf76861cbb9ed54ed-3d7d", None, 1, 5)),
 ]
 
 #: b_click_to_dial_cancel: the ringing call is cancelled (CallEnd / the
 #: proxy): 2->5, and the t_uac_dlg reply only comes after fr_inv_timeout
 CANCEL_FIRST = "6d2ba4b9-0ef8-42e2-b8b8-b1023e530823"
-CANCEL_1_2 = D("5.3151ff77", "23488042259", CANCEL_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-601c",
-               "6808SIPpTag024", 1, 2)
-CANCEL_2_5 = D("5.3151ff77", "23488042259", CANCEL_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-601c",
-               "6808SIPpTag024", 2, 5)
+CANCEL_DIALOG = Dialog("5.3151ff77", "23488042259", CANCEL_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-601c",
+                       "6808SIPpTag024")
+CANCEL_1_2 = CANCEL_DIALOG.changed(1, 2)
+CANCEL_2_5 = CANCEL_DIALOG.changed(2, 5)
 
-ENDED = ("Ended", None)
 
 
 def answered(caller: str = ALICE, callee: str = BOB) -> tuple[str, Any]:
@@ -354,49 +325,14 @@ def transfer(callid: str, callee: str = BOB) -> dict[str, Any]:
     return {"callid": callid, "leg": "callee", "destination": callee}
 
 
-@attrs.define
-class Env:
-    mi: FakeMIClient
-    hub: EventHub
-    clock: Clock
-    sink: RecordingSink
-    command: CallStart
+class Env(ScenarioHarness[CallStart]):
+    """
+    A running CallStart (L{ScenarioHarness}), with its Call-ID.
+    """
 
     @property
     def callid(self) -> str:
         return self.command.callid
-
-    def play(self, *steps: Step) -> None:
-        for step in steps:
-            if isinstance(step, Reply):
-                self.mi.reply(step.method, step.result)
-            elif isinstance(step, Err):
-                self.mi.error(step.method, MIError(step.method, step.code, step.message, step.data))
-            else:
-                name, params = step
-                self.hub.dispatch(name, params)
-
-    def replay(self, timeline: list[tuple[float, Step]]) -> None:
-        """
-        Play C{(ms after the t_uac_dlg request, step)} on the clock.
-        """
-        for ms, step in timeline:
-            delay = self.command.started_at + ms / 1000.0 - self.clock.seconds()
-            assert delay >= 0
-            self.clock.advance(delay)
-            self.play(step)
-
-    def events(self) -> list[tuple[str, Any]]:
-        return self.sink.events()
-
-    def requests(self) -> list[tuple[str, Any]]:
-        return [(r.method, r.params) for r in self.mi.requests]
-
-    def assert_clean(self) -> None:
-        """
-        Ended exactly once and last, at most one Error, nothing left behind.
-        """
-        assert_ended_clean(self, "c1")
 
 
 def run(caller: str = ALICE, callee: str = BOB, callid: str | None = None,
@@ -406,22 +342,20 @@ def run(caller: str = ALICE, callee: str = BOB, callid: str | None = None,
     Start a CallStart; C{callid} (a trace's) replaces the generated Call-ID
     before the command runs.
     """
-    mi, hub, clock, sink = FakeMIClient(), EventHub(), Clock(), RecordingSink()
-    ctx = Context(mi=mi, events=hub, clock=clock, settings=settings or Settings(),
-                  names=names or MINames())
-    command = CallStart(ctx, "c1", CallStart.check({"caller": caller, "callee": callee, **extra}),
-                        sink)
-    if callid is not None:
-        command.callid = callid
-    command.run()
-    return Env(mi, hub, clock, sink, command)
+
+    def use_the_traces_callid(command: CallStart) -> None:
+        if callid is not None:
+            command.callid = callid
+
+    return Env.start(CallStart, {"caller": caller, "callee": callee, **extra}, "c1",
+                     settings=settings, names=names, prepare=use_the_traces_callid)
 
 
 def answer_and_accept(env: Env, trace: Any) -> None:
     """
     The caller answers (3->4 before the reply), the transfer is accepted.
     """
-    env.play(trace.F_3_4, trace.ANSWER if hasattr(trace, "ANSWER") else Reply("t_uac_dlg", OK_200))
+    env.play(trace.F_3_4, trace.ANSWER if hasattr(trace, "ANSWER") else MIReply("t_uac_dlg", OK_200))
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
     env.play(ACCEPTED)
 
@@ -489,14 +423,14 @@ def test_40_names() -> None:
     names.use(["tm:uac_dlg", "callops:transfer", "dialog:end_dlg", "tm:uac_cancel"])
     t = Success
     env = run(callid=t.FIRST, names=names)
-    env.play(t.F_3_4, Reply("tm:uac_dlg", Success.ANSWER.result),
-             Reply("callops:transfer", "Accepted"), t.START, t.OK,
-             Reply("dialog:end_dlg", "OK"))
+    env.play(t.F_3_4, MIReply("tm:uac_dlg", Success.ANSWER.result),
+             MIReply("callops:transfer", "Accepted"), t.START, t.OK,
+             MIReply("dialog:end_dlg", "OK"))
     assert env.requests() == [("tm:uac_dlg", invite(t.FIRST)),
                               ("callops:transfer", transfer(t.FIRST)),
                               ("dialog:end_dlg", {"dialog_id": t.FIRST})]
     assert env.events()[-2:] == [callee_answered(t.NEW), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_40_names_ring_timeout_cancel() -> None:
@@ -597,7 +531,7 @@ def test_invite_reply_lost_ends_the_first_call() -> None:
     env.play(t.F_1_2)
     env.mi.time_out("t_uac_dlg")
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": t.FIRST})
-    env.play(Reply("dlg_end_dlg", "OK"))
+    env.play(MIReply("dlg_end_dlg", "OK"))
     assert env.events()[-1] == ENDED and env.events()[0][0] == "Error"
 
 
@@ -606,17 +540,17 @@ def test_transfer_404_410_retried(code: int, message: str) -> None:
     t = Success
     env = run(callid=t.FIRST)
     env.play(t.F_3_4, t.ANSWER)
-    env.play(Err("call_transfer", code, message))
+    env.play(MIFailure("call_transfer", code, message))
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
     env.clock.advance(0.49)
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
     env.clock.advance(0.01)
     assert env.requests() == [("t_uac_dlg", invite(t.FIRST)), ("call_transfer", transfer(t.FIRST)),
                               ("call_transfer", transfer(t.FIRST))]
-    env.play(ACCEPTED, t.START, t.OK, Reply("dlg_end_dlg", "OK"))
+    env.play(ACCEPTED, t.START, t.OK, MIReply("dlg_end_dlg", "OK"))
     assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("retries, delay", [(3, 0.5), (1, 0.2), (0, 0.5)])
@@ -626,26 +560,26 @@ def test_transfer_404_retries_exhausted(retries: int, delay: float) -> None:
               settings=Settings(transfer_retries=retries, transfer_retry_delay=delay))
     env.play(t.F_3_4, t.ANSWER)
     for _ in range(retries):
-        env.play(Err("call_transfer", 404, "Dialog not found"))
+        env.play(MIFailure("call_transfer", 404, "Dialog not found"))
         env.clock.advance(delay)
-    env.play(Err("call_transfer", 404, "Dialog not found"))
+    env.play(MIFailure("call_transfer", 404, "Dialog not found"))
     assert env.requests() == ([("t_uac_dlg", invite(t.FIRST))]
                               + [("call_transfer", transfer(t.FIRST))] * (retries + 1)
                               + [("dlg_end_dlg", {"dialog_id": t.FIRST})])
     assert env.events() == [answered()]
-    env.play(Reply("dlg_end_dlg", "OK"))
+    env.play(MIReply("dlg_end_dlg", "OK"))
     assert env.events() == [answered(), error("404 Dialog not found"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_transfer_491_not_retried_first_call_ended() -> None:
     t = Success
     env = run(callid=t.FIRST)
-    env.play(t.F_3_4, t.ANSWER, Err("call_transfer", 491, "Request Pending"))
+    env.play(t.F_3_4, t.ANSWER, MIFailure("call_transfer", 491, "Request Pending"))
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer", "dlg_end_dlg"]
-    env.play(Err("dlg_end_dlg", 404, "Requested Dialog not found"))
+    env.play(MIFailure("dlg_end_dlg", 404, "Requested Dialog not found"))
     assert env.events() == [answered(), error("491 Request Pending"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- success ------------------------------------------------------------------------------
@@ -665,10 +599,10 @@ def test_full_success_sequence() -> None:
                             pending(t.NEW, "100 Trying"), callee_answered(t.NEW)]
     assert env.requests() == [("t_uac_dlg", invite(t.FIRST)), ("call_transfer", transfer(t.FIRST)),
                               ("dlg_end_dlg", {"dialog_id": t.FIRST})]
-    env.play(t.NOTIFY_200, Reply("dlg_end_dlg", "OK"), t.F_4_5)
+    env.play(t.NOTIFY_200, MIReply("dlg_end_dlg", "OK"), t.F_4_5)
     assert env.events() == [answered(), transferring(), started(t.NEW),
                             pending(t.NEW, "100 Trying"), callee_answered(t.NEW), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_success_notify_delay_trace_order() -> None:
@@ -677,11 +611,11 @@ def test_success_notify_delay_trace_order() -> None:
     env = run(callid=t.FIRST)
     env.play(t.F_1_2, t.F_2_3, t.F_3_4, t.ANSWER, ACCEPTED, t.START, t.N_1_2, t.N_2_3, t.OK,
              t.N_3_4, t.NOTIFY_100)
-    env.play(Reply("dlg_end_dlg", "OK"), t.NOTIFY_200, t.N_4_5)
+    env.play(MIReply("dlg_end_dlg", "OK"), t.NOTIFY_200, t.N_4_5)
     assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW),
                             ENDED]
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer", "dlg_end_dlg"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_success_first_dialog_gone_before_ok() -> None:
@@ -694,7 +628,7 @@ def test_success_first_dialog_gone_before_ok() -> None:
     assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW),
                             ENDED]
     assert env.requests() == [("t_uac_dlg", invite(t.FIRST)), ("call_transfer", transfer(t.FIRST))]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_success_linphone() -> None:
@@ -706,20 +640,20 @@ def test_success_linphone() -> None:
     assert env.requests() == [("t_uac_dlg", invite(t.FIRST, caller=DAVE)),
                               ("call_transfer", transfer(t.FIRST)),
                               ("dlg_end_dlg", {"dialog_id": t.FIRST})]
-    env.play(Reply("dlg_end_dlg", "OK"))
+    env.play(MIReply("dlg_end_dlg", "OK"))
     assert env.events() == [answered(DAVE), transferring(DAVE), started(t.NEW, DAVE),
                             callee_answered(t.NEW, DAVE), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_success_dlg_end_dlg_404_is_not_an_error() -> None:
     t = Success
     env = run(callid=t.FIRST)
     answer_and_accept(env, t)
-    env.play(t.START, t.OK, Err("dlg_end_dlg", 404, "Requested Dialog not found"))
+    env.play(t.START, t.OK, MIFailure("dlg_end_dlg", 404, "Requested Dialog not found"))
     assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_success_start_before_accepted() -> None:
@@ -743,12 +677,12 @@ def test_success_start_before_accepted() -> None:
 ], ids=["busy", "noanswer", "offline", "unknown"])
 def test_caller_failures(caller: str, first: str, timeline: list[tuple[float, Step]],
                          status: str, ring: float | None) -> None:
-    extra = {} if ring is None else {"ring_timeout": ring}
+    extra: dict[str, Any] = {} if ring is None else {"ring_timeout": ring}
     env = run(caller=caller, callid=first, **extra)
     env.replay(timeline)
     assert env.events() == [error(status), ENDED]
     assert env.requests() == [("t_uac_dlg", invite(first, caller=caller))]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_caller_busy_reply_before_the_1_s_grace() -> None:
@@ -757,9 +691,9 @@ def test_caller_busy_reply_before_the_1_s_grace() -> None:
     env.replay(BUSY_TRACE[:2])
     assert env.events() == []
     env.clock.advance(0.9)
-    env.play(Reply("t_uac_dlg", BUSY_RESULT))
+    env.play(MIReply("t_uac_dlg", BUSY_RESULT))
     assert env.events() == [error("486 Busy Here"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_first_dialog_deleted_while_ringing() -> None:
@@ -775,14 +709,14 @@ def test_first_dialog_deleted_while_ringing() -> None:
         ENDED]
     assert env.mi.requests[0].state == "cancelled"
     assert env.mi.methods() == ["t_uac_dlg"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_unexpected_t_uac_dlg_result() -> None:
     env = run()
-    env.play(Reply("t_uac_dlg", "OK"))
+    env.play(MIReply("t_uac_dlg", "OK"))
     assert env.events() == [error("unexpected t_uac_dlg result 'OK'"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("code, message, data, text", [
@@ -792,22 +726,22 @@ def test_unexpected_t_uac_dlg_result() -> None:
 ])
 def test_t_uac_dlg_mi_error(code: int, message: str, data: str | None, text: str) -> None:
     env = run()
-    env.play(Err("t_uac_dlg", code, message, data))
+    env.play(MIFailure("t_uac_dlg", code, message, data))
     assert env.events() == [error(text), ENDED]
     assert env.mi.methods() == ["t_uac_dlg"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_t_uac_dlg_mi_timeout() -> None:
     env = run()
     env.mi.time_out("t_uac_dlg")
     assert env.events() == [error("OpenSIPS did not answer MI t_uac_dlg within 70 s"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("ring, text", [(None, "60"), (0.5, "0.5"), (30, "30"), (600, "600")])
 def test_ring_timeout_cancels(ring: float | None, text: str) -> None:
-    extra = {} if ring is None else {"ring_timeout": ring}
+    extra: dict[str, Any] = {} if ring is None else {"ring_timeout": ring}
     env = run(caller=NOANSWER, callid=NOANSWER_FIRST, **extra)
     seconds = 60.0 if ring is None else float(ring)
     env.replay(NOANSWER_TRACE[:1])
@@ -819,12 +753,12 @@ def test_ring_timeout_cancels(ring: float | None, text: str) -> None:
     # the Error waits for the cancel's outcome (a 2xx may cross it):
     # b_click_to_dial_cancel: the dialog goes 2->5
     assert env.events() == []
-    env.play(Reply("t_uac_cancel", "OK"), NOANSWER_TRACE[1][1])
+    env.play(MIReply("t_uac_cancel", "OK"), NOANSWER_TRACE[1][1])
     assert env.events() == [
         error(f"408 Request Timeout: {NOANSWER} did not answer within {text} s "
               "(INVITE cancelled)"),
         ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
     # the late 408 of the cancelled INVITE: nothing more
     env.clock.advance(200)
     assert len(env.events()) == 2
@@ -839,10 +773,9 @@ def test_answer_crossing_the_cancel_is_hung_up() -> None:
     env = run(caller=NOANSWER, callid=NOANSWER_FIRST, ring_timeout=3)
     env.replay(NOANSWER_TRACE[:1])
     env.clock.advance(3 - env.clock.seconds())
-    env.play(D("557.61a6d1a", "8061823314454", NOANSWER_FIRST,
-               "533cb9e91f4b999cf76861cbb9ed54ed-247c", "6808SIPpTag023", 2, 3))
+    env.play(NOANSWER_DIALOG.changed(2, 3))
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": NOANSWER_FIRST})
-    env.play(Reply("dlg_end_dlg", "OK"))
+    env.play(MIReply("dlg_end_dlg", "OK"))
     assert env.events() == [error(f"408 Request Timeout: {NOANSWER} did not answer within 3 s "
                                   "(INVITE cancelled)"), ENDED]
 
@@ -853,7 +786,7 @@ def test_cancel_without_outcome_ends_the_dialog_anyway() -> None:
     env.clock.advance(3 - env.clock.seconds())
     env.clock.advance(2)  # Settings.cancel_grace
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": NOANSWER_FIRST})
-    env.play(Err("dlg_end_dlg", 404, "Requested Dialog not found"))
+    env.play(MIFailure("dlg_end_dlg", 404, "Requested Dialog not found"))
     assert env.events()[-1] == ENDED and env.events()[0][0] == "Error"
 
 
@@ -861,7 +794,7 @@ def test_settings_ring_timeout() -> None:
     env = run(settings=Settings(ring_timeout=5.0))
     env.clock.advance(5)
     env.clock.advance(2)  # no dialog event at all: end it through the proxy anyway
-    env.play(Err("dlg_end_dlg", 404, "Requested Dialog not found"))
+    env.play(MIFailure("dlg_end_dlg", 404, "Requested Dialog not found"))
     assert env.events()[0] == error(
         f"408 Request Timeout: no answer to the INVITE to {ALICE} and no dialog event within "
         "5 s (INVITE cancelled; is OpenSIPS overloaded or the event subscription broken?)")
@@ -890,7 +823,7 @@ def test_caller_hangs_up_before_the_transfer() -> None:
     assert env.events() == [answered(), error(f"{ALICE} hung up before the transfer to {BOB}"),
                             ENDED]
     assert env.mi.methods() == ["t_uac_dlg"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- the callee side fails ----------------------------------------------------------------
@@ -900,48 +833,48 @@ def test_callee_fail_ends_the_first_call() -> None:
     # c_click_to_dial_transfer_rejected_notify_delay: the first dialog is up
     t = RejectedNotify
     env = run(callee=BUSY, callid=t.FIRST)
-    env.play(t.F_1_3, Reply("t_uac_dlg", OK_200), t.F_3_4)
+    env.play(t.F_1_3, MIReply("t_uac_dlg", OK_200), t.F_3_4)
     assert env.requests() == [("t_uac_dlg", invite(t.FIRST, callee=BUSY)),
                               ("call_transfer", transfer(t.FIRST, BUSY))]
     env.play(ACCEPTED, t.START, t.N_1_2, t.NOTIFY_100, t.N_2_5, t.FAIL)
     assert env.events() == [answered(callee=BUSY), transferring(callee=BUSY),
                             started(t.NEW, callee=BUSY), pending(t.NEW, "100 Trying", callee=BUSY)]
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": t.FIRST})
-    env.play(t.NOTIFY_486, Reply("dlg_end_dlg", "OK"), t.F_4_5)
+    env.play(t.NOTIFY_486, MIReply("dlg_end_dlg", "OK"), t.F_4_5)
     assert env.events() == [answered(callee=BUSY), transferring(callee=BUSY),
                             started(t.NEW, callee=BUSY), pending(t.NEW, "100 Trying", callee=BUSY),
                             error("transfer failed with status 486 Busy Here"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_callee_fail_first_call_already_gone() -> None:
     # c_click_to_dial_transfer_rejected: 4->5 of the first call before fail
     t = Rejected
     env = run(callee=BUSY, callid=t.FIRST)
-    env.play(t.F_1_2, t.F_2_3, t.F_3_4, Reply("t_uac_dlg", OK_200), ACCEPTED, t.START, t.F_4_5,
+    env.play(t.F_1_2, t.F_2_3, t.F_3_4, MIReply("t_uac_dlg", OK_200), ACCEPTED, t.START, t.F_4_5,
              t.N_1_2, t.N_2_5, t.FAIL)
     assert env.events() == [answered(callee=BUSY), transferring(callee=BUSY),
                             started(t.NEW, callee=BUSY),
                             error("transfer failed with status 486 Busy Here"), ENDED]
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_callee_unknown_start_and_fail_before_accepted() -> None:
     # c_click_to_dial_transfer_unknown_user
     t = UnknownCallee
     env = run(callee=NOBODY, callid=t.FIRST)
-    env.play(t.F_1_2, t.F_2_3, t.F_3_4, Reply("t_uac_dlg", OK_200), t.START, t.N_1_5, t.FAIL)
+    env.play(t.F_1_2, t.F_2_3, t.F_3_4, MIReply("t_uac_dlg", OK_200), t.START, t.N_1_5, t.FAIL)
     assert env.events() == [answered(callee=NOBODY)]
     env.play(ACCEPTED)
     assert env.events() == [answered(callee=NOBODY), transferring(callee=NOBODY),
                             started(t.NEW, callee=NOBODY)]
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": t.FIRST})
-    env.play(t.F_4_5, Err("dlg_end_dlg", 404, "Requested Dialog not found"))
+    env.play(t.F_4_5, MIFailure("dlg_end_dlg", 404, "Requested Dialog not found"))
     assert env.events() == [answered(callee=NOBODY), transferring(callee=NOBODY),
                             started(t.NEW, callee=NOBODY),
                             error("transfer failed with status 408 Request Timeout"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_first_call_gone_during_the_transfer_and_no_start() -> None:
@@ -956,7 +889,7 @@ def test_first_call_gone_during_the_transfer_and_no_start() -> None:
               "ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"),
         ENDED]
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- a failed transfer must not leave the caller in a call with nobody ------------
@@ -965,11 +898,11 @@ def test_first_call_gone_during_the_transfer_and_no_start() -> None:
 def test_refer_rejected_code_result_ends_the_first_call() -> None:
     t = Success
     env = run(callid=t.FIRST)
-    env.play(t.F_3_4, t.ANSWER, Reply("call_transfer", {"Code": 603, "Reason": "Declined"}))
+    env.play(t.F_3_4, t.ANSWER, MIReply("call_transfer", {"Code": 603, "Reason": "Declined"}))
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": t.FIRST})
-    env.play(Reply("dlg_end_dlg", "OK"))
+    env.play(MIReply("dlg_end_dlg", "OK"))
     assert env.events() == [answered(), error("REFER rejected with status 603 Declined"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("started_, seconds", [(False, 15), (True, 130)],
@@ -985,10 +918,10 @@ def test_transfer_timeout_ends_the_first_call(started_: bool, seconds: float) ->
     env.clock.advance(seconds)
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": t.FIRST})
     assert "Error" not in [e for e, _ in env.events()]
-    env.play(Reply("dlg_end_dlg", "OK"))
+    env.play(MIReply("dlg_end_dlg", "OK"))
     assert env.events()[-2][0] == "Error" and env.events()[-1] == ENDED
     assert env.events()[-2][1].startswith(f"timed out after {seconds:g} s waiting for ")
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_transfer_start_timeout_error_text() -> None:
@@ -998,13 +931,13 @@ def test_transfer_start_timeout_error_text() -> None:
     answer_and_accept(env, t)
     env.clock.advance(0.3)
     if "dlg_end_dlg" in env.mi.methods():  # once the bug above is fixed
-        env.play(Reply("dlg_end_dlg", "OK"))
+        env.play(MIReply("dlg_end_dlg", "OK"))
     assert env.events() == [
         answered(), transferring(),
         error("timed out after 0.3 s waiting for E_CALL_TRANSFER start: the REFER may have been "
               "rejected or the transferee never sent its INVITE"),
         ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- nothing left behind ------------------------------------------------------------------
@@ -1014,16 +947,16 @@ def test_nothing_after_ended() -> None:
     t = Success
     env = run(callid=t.FIRST)
     answer_and_accept(env, t)
-    env.play(t.START, t.OK, Reply("dlg_end_dlg", "OK"))
+    env.play(t.START, t.OK, MIReply("dlg_end_dlg", "OK"))
     done = list(env.events())
     env.play(t.NOTIFY_100, t.NOTIFY_200, t.F_4_5, t.F_3_4, t.START, t.OK,
-             X(t.FIRST, "callee", t.NEW, BOB, "fail", "486 Busy Here"))
+             transfer_failed(t.FIRST, "callee", t.NEW, BOB, "486 Busy Here"))
     env.clock.advance(10000)
     env.command.fail("late")
     env.command.end()
     env.command.abort()
     assert env.events() == done
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_abort_while_ringing() -> None:
@@ -1044,10 +977,10 @@ def test_a_30_minute_click_to_dial_call() -> None:
     t = Success
     env = run(callid=t.FIRST)
     env.play(t.F_1_2, t.F_2_3, t.F_3_4, t.ANSWER, ACCEPTED, t.START, t.N_1_2, t.N_2_3, t.OK,
-             t.N_3_4, Reply("dlg_end_dlg", "OK"), t.F_4_5)
+             t.N_3_4, MIReply("dlg_end_dlg", "OK"), t.F_4_5)
     done = list(env.events())
     assert done[-1] == ENDED
-    env.assert_clean()
+    env.assert_ended_clean()
     for minute in range(30):
         env.clock.advance(60)
         env.play(("E_CALL_HOLD", {"callid": t.NEW, "leg": "caller", "action": "hold",
@@ -1057,7 +990,7 @@ def test_a_30_minute_click_to_dial_call() -> None:
     env.play(t.N_4_5)
     assert env.clock.seconds() >= 1800
     assert env.events() == done
-    env.assert_clean()
+    env.assert_ended_clean()
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer", "dlg_end_dlg"]
 
 

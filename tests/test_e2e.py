@@ -16,7 +16,7 @@ from twisted.internet.protocol import DatagramProtocol
 from callapi.tap import Options, makeService
 from callapi.emulator.core import Phone, start_emulator
 from callapi.testing.wsclient import connect
-from tests.daemon import Daemon, start_daemon, until
+from callapi.testing.daemon import DaemonHarness, start_daemon, until, websocket_port
 
 
 HOLD = ["CallHolding", "CallHoldStart", "CallHoldStart", "CallHoldSuccessful",
@@ -26,16 +26,17 @@ UNHOLD = ["CallUnholding", "CallUnholdStart", "CallUnholdStart", "CallUnholdSucc
 
 
 @pytest_twisted.ensureDeferred
-async def test_subscribes_to_the_three_events(daemon: Daemon) -> None:
+async def test_subscribes_to_the_three_events(daemon: DaemonHarness) -> None:
     socket = daemon.opensips.event_socket
     assert socket.startswith("udp:127.0.0.1:")
     subscribed = {event for (event, s) in daemon.emu.subscribers if s == socket}
     assert subscribed == {"E_CALL_TRANSFER", "E_CALL_HOLD", "E_DLG_STATE_CHANGED"}
+    assert daemon.opensips.subscriptions is not None
     assert all(daemon.opensips.subscriptions.status[e]["ok"] for e in subscribed)
 
 
 @pytest_twisted.ensureDeferred
-async def test_echo(daemon: Daemon) -> None:
+async def test_echo(daemon: DaemonHarness) -> None:
     client = await daemon.client()
     result = await client.command("Echo", {"hello": ["world", 1]}, cmd_id="e1")
     assert result.response == {"jsonrpc": "2.0", "id": 1,
@@ -48,7 +49,7 @@ async def test_echo(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_hold_unhold_end(daemon: Daemon) -> None:
+async def test_hold_unhold_end(daemon: DaemonHarness) -> None:
     callid = await daemon.call()
     client = await daemon.client()
 
@@ -81,7 +82,7 @@ async def test_hold_unhold_end(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_hold_unknown_call(daemon: Daemon) -> None:
+async def test_hold_unknown_call(daemon: DaemonHarness) -> None:
     client = await daemon.client()
     result = await client.command("CallHold", {"callid": "no-such-call@x"})
     assert result.notifications[0]["event"] == "Error"
@@ -91,7 +92,7 @@ async def test_hold_unknown_call(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_hold_leg_fails(daemon: Daemon) -> None:
+async def test_hold_leg_fails(daemon: DaemonHarness) -> None:
     """
     A leg that refuses the re-INVITE (the click-to-dial caller leg in trace
     f_hold_early_and_click_to_dial): OpenSIPS still answers "OK"; the
@@ -109,7 +110,7 @@ async def test_hold_leg_fails(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_rpc_errors_over_websocket(daemon: Daemon) -> None:
+async def test_rpc_errors_over_websocket(daemon: DaemonHarness) -> None:
     client = await daemon.client()
     sent = daemon.opensips.mi.stats["sent"]
     bad = await client.command("CallHold", {"callid": "a\r\nVia: evil"})
@@ -126,7 +127,7 @@ async def test_rpc_errors_over_websocket(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_binary_frame_closes_1003(daemon: Daemon) -> None:
+async def test_binary_frame_closes_1003(daemon: DaemonHarness) -> None:
     client = await daemon.client()
     client.sendMessage(b"\x00\x01", isBinary=True)
     code, reason = await client.closed
@@ -148,7 +149,7 @@ async def test_oversized_message_closes_1009(reactor: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_wrong_path_refused(daemon: Daemon) -> None:
+async def test_wrong_path_refused(daemon: DaemonHarness) -> None:
     with pytest.raises(Exception):
         await connect(daemon.reactor, daemon.port, path="/other")
 
@@ -171,7 +172,7 @@ async def test_client_disconnect_mid_command(reactor: Any) -> None:
         await until(reactor, lambda: any(p.method == "call_hold"
                                          for p in daemon.opensips.mi.pending.values()))
         sent = daemon.opensips.mi.stats["sent"]
-        client.transport.abortConnection()
+        client.transport.abortConnection()  # type: ignore[union-attr]
         await until(reactor, lambda: daemon.runner.running == {})
         assert daemon.opensips.hub.registrations == 0
         assert not any(p.method == "call_hold" for p in daemon.opensips.mi.pending.values())
@@ -185,7 +186,7 @@ async def test_client_disconnect_mid_command(reactor: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_200_concurrent_holds_from_20_clients(daemon: Daemon) -> None:
+async def test_200_concurrent_holds_from_20_clients(daemon: DaemonHarness) -> None:
     callids = [daemon.emu.add_call("sip:alice@127.0.0.1", "sip:bob@127.0.0.1")
                for _ in range(200)]
     await until(daemon.reactor,
@@ -290,7 +291,7 @@ async def test_unix_datagram_mi_and_events(reactor: Any, tmp_path: Any) -> None:
     top = makeService(options, reactor)
     top.startService()
     try:
-        port = (await top.getServiceNamed("websocket")._waitingForPort).getHost().port
+        port = await websocket_port(top)
         opensips = top.getServiceNamed("opensips")
         await opensips.subscribed
         assert opensips.event_socket == f"unix:{tmp_path / 'events.sock'}"

@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 
 from callapi.emulator.core import Phone
-from tests.daemon import Daemon, start_daemon, until
+from callapi.testing.daemon import DaemonHarness, start_daemon, until
 
 ALICE, BOB, CINDY = "sip:alice@127.0.0.1", "sip:bob@127.0.0.1", "sip:cindy@127.0.0.1"
 DAVE, ERIN = "sip:dave@127.0.0.1", "sip:erin@127.0.0.1"
@@ -23,7 +23,7 @@ def pairs(result: Any) -> list[tuple[str, Any]]:
     return [(n["event"], n.get("data")) for n in result.notifications]
 
 
-def dialog_ended(daemon: Daemon, callid: str) -> bool:
+def dialog_ended(daemon: DaemonHarness, callid: str) -> bool:
     dialog = daemon.emu.dialogs.get(callid)
     return dialog is None or dialog.state == 5
 
@@ -32,7 +32,7 @@ def dialog_ended(daemon: Daemon, callid: str) -> bool:
 
 
 @pytest_twisted.ensureDeferred
-async def test_click_to_dial_baresip(daemon: Daemon) -> None:
+async def test_click_to_dial_baresip(daemon: DaemonHarness) -> None:
     """
     Trace a_click_to_dial_success: start, ok, no notify (NOTIFY race); the
     first dialog is ended through the proxy.
@@ -58,7 +58,7 @@ async def test_click_to_dial_baresip(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_click_to_dial_linphone_with_notify(daemon: Daemon) -> None:
+async def test_click_to_dial_linphone_with_notify(daemon: DaemonHarness) -> None:
     """
     Trace a_click_to_dial_success_linphone: start, ok, notifies; the
     notify that comes after ok is not reported.
@@ -83,7 +83,7 @@ async def test_click_to_dial_linphone_with_notify(daemon: Daemon) -> None:
     ("sip:noanswer@127.0.0.1", "408 Request Timeout"),
 ])
 @pytest_twisted.ensureDeferred
-async def test_click_to_dial_caller_fails(daemon: Daemon, caller: str, status: str) -> None:
+async def test_click_to_dial_caller_fails(daemon: DaemonHarness, caller: str, status: str) -> None:
     """
     Traces b_click_to_dial_busy/_unknown_user/_offline/_noanswer: the
     t_uac_dlg result's Status is the Error.
@@ -95,7 +95,7 @@ async def test_click_to_dial_caller_fails(daemon: Daemon, caller: str, status: s
 
 
 @pytest_twisted.ensureDeferred
-async def test_click_to_dial_callee_busy_ends_the_caller(daemon: Daemon) -> None:
+async def test_click_to_dial_callee_busy_ends_the_caller(daemon: DaemonHarness) -> None:
     """
     Trace c_click_to_dial_transfer_rejected: E_CALL_TRANSFER fail; the
     caller, who answered, is hung up instead of sitting in a dead call.
@@ -110,7 +110,7 @@ async def test_click_to_dial_callee_busy_ends_the_caller(daemon: Daemon) -> None
 
 
 @pytest_twisted.ensureDeferred
-async def test_click_to_dial_callee_unknown(daemon: Daemon) -> None:
+async def test_click_to_dial_callee_unknown(daemon: DaemonHarness) -> None:
     """
     Trace c_click_to_dial_transfer_unknown_user: start and fail "408
     Request Timeout" arrive before the "Accepted" reply.
@@ -191,7 +191,7 @@ async def test_call_end_while_ringing(reactor: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_blind_transfer_callee_success(daemon: Daemon) -> None:
+async def test_blind_transfer_callee_success(daemon: DaemonHarness) -> None:
     """
     Trace d_blind_transfer_callee_success: start (junk leg), ok; bob hangs
     up the old call himself, so the dlg_end_dlg 404 is not an error.
@@ -212,7 +212,7 @@ async def test_blind_transfer_callee_success(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_blind_transfer_linphone_ends_old_call(daemon: Daemon) -> None:
+async def test_blind_transfer_linphone_ends_old_call(daemon: DaemonHarness) -> None:
     """
     Trace d_blind_transfer_callee_success_linphone: dave keeps the old call;
     callapi ends it through the proxy after success.
@@ -228,7 +228,7 @@ async def test_blind_transfer_linphone_ends_old_call(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_blind_transfer_busy_keeps_the_call(daemon: Daemon) -> None:
+async def test_blind_transfer_busy_keeps_the_call(daemon: DaemonHarness) -> None:
     """
     Trace d_blind_transfer_failure: fail "486 Busy Here"; the original call
     is left as it was; a second transfer of it gets 491 (both versions).
@@ -248,7 +248,7 @@ async def test_blind_transfer_busy_keeps_the_call(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_blind_transfer_errors(daemon: Daemon) -> None:
+async def test_blind_transfer_errors(daemon: DaemonHarness) -> None:
     """
     Trace d_blind_transfer_errors: unknown Call-ID -> 404; bad leg and bad
     destination are refused before any MI request.
@@ -294,7 +294,7 @@ async def test_blind_transfer_refer_rejected_times_out(reactor: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_attended_transfer(daemon: Daemon) -> None:
+async def test_attended_transfer(daemon: DaemonHarness) -> None:
     """
     Trace e_attended_transfer: every state raised for both Call-IDs is
     reported once; call A is ended after success.
@@ -315,7 +315,7 @@ async def test_attended_transfer(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_attended_transfer_errors(daemon: Daemon) -> None:
+async def test_attended_transfer_errors(daemon: DaemonHarness) -> None:
     """
     Trace e_attended_transfer_errors: 404 "Transfer dialog not found".
     """
@@ -332,10 +332,10 @@ async def test_attended_transfer_errors(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_call_start_validation(daemon: Daemon) -> None:
+async def test_call_start_validation(daemon: DaemonHarness) -> None:
     client = await daemon.client()
     sent = daemon.opensips.mi.stats["sent"]
-    for params, data in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"caller": "alice", "callee": BOB}, "caller is not a valid SIP URI (e.g. sip:alice@example.com)"),
         ({"caller": ALICE}, "missing parameter callee"),
         ({"caller": ALICE, "callee": "sip:bob@x\r\nVia: evil"},
@@ -343,7 +343,8 @@ async def test_call_start_validation(daemon: Daemon) -> None:
         ({"caller": ALICE, "callee": BOB, "ring_timeout": 0},
          "ring_timeout must be a number of seconds, 0 < ring_timeout <= 600"),
         ({"caller": ALICE, "callee": BOB, "extra": 1}, "unknown parameter extra"),
-    ]:
+    ]
+    for params, data in cases:
         result = await client.command("CallStart", params)
         assert result.response["error"] == {"code": -32602, "message": "Invalid params", "data": data}
     assert daemon.opensips.mi.stats["sent"] == sent
@@ -382,7 +383,7 @@ async def test_opensips_40_names_and_per_leg_hold(reactor: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_opensips_34_refuses_per_leg_hold(daemon: Daemon) -> None:
+async def test_opensips_34_refuses_per_leg_hold(daemon: DaemonHarness) -> None:
     assert daemon.opensips.names.family == "3.x"
     client = await daemon.client()
     sent = daemon.opensips.mi.stats["sent"]
@@ -395,7 +396,7 @@ async def test_opensips_34_refuses_per_leg_hold(daemon: Daemon) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_call_start_callid_is_the_generated_cmd_id(daemon: Daemon) -> None:
+async def test_call_start_callid_is_the_generated_cmd_id(daemon: DaemonHarness) -> None:
     """
     Go Call API clients end a ringing click-to-dial call with
     CallEnd callid=<cmd_id>: without a client cmd_id, the first call's

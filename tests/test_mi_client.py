@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 from callapi.errors import MIError, MITimeout, MIUnavailable
 from callapi.interfaces import IMIClient
 from callapi.opensips.mi import MAX_DATAGRAM, MIClientProtocol, encode_request, is_provisional
-from callapi.testing.fakes import FakeMIClient, failure_of, no_result, result_of
+from callapi.testing.fakes import FakeMIClient, error_of, failure_of, no_result, result_of
 
 PEER = ("127.0.0.1", 8080)
 CALLID = "6c93c431e29d3500"
@@ -167,7 +167,7 @@ def test_error_reply(client: MIClientProtocol, clock: Clock, error: dict[str, An
                      message: str, data: Any, text: str) -> None:
     d = client.call("call_hold", {"callid": CALLID})
     answer(client, {"jsonrpc": "2.0", "error": error, "id": 1})
-    reason = failure_of(d, MIError).value
+    reason = error_of(d, MIError)
     assert (reason.method, reason.code, reason.message, reason.data) == (
         "call_hold", code, message, data)
     assert str(reason) == text
@@ -181,7 +181,7 @@ def test_malformed_error_reply_still_fails_the_request(client: MIClientProtocol)
     answer(client, {"jsonrpc": "2.0", "error": "boom", "id": 1})
     answer(client, {"jsonrpc": "2.0", "error": {"code": "404", "message": "x"}, "id": 2})
     answer(client, {"jsonrpc": "2.0", "id": 3})
-    assert (failure_of(d1, MIError).value.code, failure_of(d2, MIError).value.code,
+    assert (error_of(d1, MIError).code, error_of(d2, MIError).code,
             str(failure_of(d3, MIError).value)) == (
         -32603, -32603, "-32603 reply without result or error")
     assert client.pending == {}
@@ -195,7 +195,7 @@ def test_timeout(client: MIClientProtocol, clock: Clock) -> None:
     clock.advance(4.999)
     no_result(d)
     clock.advance(0.001)
-    reason = failure_of(d, MITimeout).value
+    reason = error_of(d, MITimeout)
     assert (reason.method, reason.timeout) == ("call_hold", 5)
     assert str(reason) == "OpenSIPS did not answer MI call_hold within 5 s"
     assert client.pending == {} and clock.getDelayedCalls() == []

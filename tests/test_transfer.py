@@ -1,7 +1,7 @@
 """
 C{CallBlindTransfer} / C{CallAttendedTransfer} (L{callapi.scenarios.transfer})
-against a L{FakeMIClient}, the real L{EventHub}, a L{Clock} and a
-L{RecordingSink}.
+run by the scenario harness (L{callapi.testing.scenario}: a L{FakeMIClient},
+the real L{EventHub}, a L{Clock} and a L{RecordingSink}).
 
 E_CALL_TRANSFER and E_DLG_STATE_CHANGED params are copied from the 3.4
 reference traces (member order and values as on the wire; 3.4 README
@@ -15,17 +15,15 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-import attrs
 import pytest
-from twisted.internet.task import Clock
 
 from callapi.errors import MIError, RPCError
-from callapi.opensips.events import EventHub
 from callapi.opensips.names import MINames
-from callapi.scenarios import COMMANDS, Context, Settings
+from callapi.scenarios import COMMANDS, Settings
 from callapi.scenarios.transfer import CallAttendedTransfer, CallBlindTransfer, TransferCommand
-from callapi.testing.fakes import FakeMIClient, RecordingSink
-from tests.evi import D, Event, X, assert_ended_clean
+from callapi.testing.evi import (Dialog, transfer_failed, transfer_notify, transfer_ok,
+                                 transfer_started)
+from callapi.testing.scenario import ENDED, ScenarioHarness, Step
 
 
 CINDY = "sip:cindy@127.0.0.1"
@@ -37,7 +35,7 @@ ERIN = "sip:erin@127.0.0.1"
 
 #: a step of L{Env.play}: the MI reply "Accepted" to call_transfer
 ACCEPTED = "Accepted"
-Step = Union[str, Event]
+TransferStep = Union[str, Step]
 
 
 class CalleeSuccess:
@@ -48,13 +46,15 @@ class CalleeSuccess:
 
     OLD = "2fb430784849fbde"
     NEW = "7286e3a637316dcb"
-    START = X(OLD, NEW, NEW, CINDY, "start", "")  # 3.4: leg = the new Call-ID
-    NEW_1_2 = D("358.a08453e1", "9153082116106", NEW, "9f89153cc1f5954e", "90c6651ca985c078", 1, 2)
-    NEW_2_3 = D("358.a08453e1", "9153082116106", NEW, "9f89153cc1f5954e", "90c6651ca985c078", 2, 3)
-    OK = X(OLD, "callee", NEW, CINDY, "ok", "200 Answering")
-    OLD_4_5 = D("d31.b7da76c2", "1362249624955", OLD, "2ddfa3df50cc5a9b", "04ad035bcd83712f", 4, 5)
-    NEW_3_4 = D("358.a08453e1", "9153082116106", NEW, "9f89153cc1f5954e", "90c6651ca985c078", 3, 4)
-    NEW_4_5 = D("358.a08453e1", "9153082116106", NEW, "9f89153cc1f5954e", "90c6651ca985c078", 4, 5)
+    START = transfer_started(OLD, NEW, NEW, CINDY)  # 3.4: leg = the new Call-ID
+    NEW_DIALOG = Dialog("358.a08453e1", "9153082116106", NEW, "9f89153cc1f5954e", "90c6651ca985c078")
+    NEW_1_2 = NEW_DIALOG.changed(1, 2)
+    NEW_2_3 = NEW_DIALOG.changed(2, 3)
+    OK = transfer_ok(OLD, "callee", NEW, CINDY, "200 Answering")
+    OLD_DIALOG = Dialog("d31.b7da76c2", "1362249624955", OLD, "2ddfa3df50cc5a9b", "04ad035bcd83712f")
+    OLD_4_5 = OLD_DIALOG.changed(4, 5)
+    NEW_3_4 = NEW_DIALOG.changed(3, 4)
+    NEW_4_5 = NEW_DIALOG.changed(4, 5)
 
 
 class NotifyDelay:
@@ -65,15 +65,17 @@ class NotifyDelay:
 
     OLD = "73e7aef70dac77ad"
     NEW = "6f239ff10e42b4a2"
-    START = X(OLD, NEW, NEW, CINDY, "start", "")
-    NEW_1_2 = D("e28.7116ef8", "8993812406551", NEW, "3e3e791f935cee70", "c7a19215856a0232", 1, 2)
-    NEW_2_3 = D("e28.7116ef8", "8993812406551", NEW, "3e3e791f935cee70", "c7a19215856a0232", 2, 3)
-    OK = X(OLD, "callee", NEW, CINDY, "ok", "200 Answering")
-    NEW_3_4 = D("e28.7116ef8", "8993812406551", NEW, "3e3e791f935cee70", "c7a19215856a0232", 3, 4)
-    NOTIFY_100 = X(OLD, "", NEW, "", "notify", "100 Trying")
-    NOTIFY_200 = X(OLD, "", NEW, "", "notify", "200 OK")
-    OLD_4_5 = D("a15.1e2c5fc5", "5610786898657", OLD, "97dcf72ee71ccc14", "e5aacf95eb0c3505", 4, 5)
-    NEW_4_5 = D("e28.7116ef8", "8993812406551", NEW, "3e3e791f935cee70", "c7a19215856a0232", 4, 5)
+    START = transfer_started(OLD, NEW, NEW, CINDY)
+    NEW_DIALOG = Dialog("e28.7116ef8", "8993812406551", NEW, "3e3e791f935cee70", "c7a19215856a0232")
+    NEW_1_2 = NEW_DIALOG.changed(1, 2)
+    NEW_2_3 = NEW_DIALOG.changed(2, 3)
+    OK = transfer_ok(OLD, "callee", NEW, CINDY, "200 Answering")
+    NEW_3_4 = NEW_DIALOG.changed(3, 4)
+    NOTIFY_100 = transfer_notify(OLD, "", NEW, "100 Trying")
+    NOTIFY_200 = transfer_notify(OLD, "", NEW, "200 OK")
+    OLD_DIALOG = Dialog("a15.1e2c5fc5", "5610786898657", OLD, "97dcf72ee71ccc14", "e5aacf95eb0c3505")
+    OLD_4_5 = OLD_DIALOG.changed(4, 5)
+    NEW_4_5 = NEW_DIALOG.changed(4, 5)
 
 
 class BlindFailure:
@@ -83,11 +85,13 @@ class BlindFailure:
 
     OLD = "cb5d82b68853d757"
     NEW = "0b72cc523803e8f6"
-    START = X(OLD, NEW, NEW, BUSY, "start", "")
-    NEW_1_2 = D("48a.3ffda807", "11563940110323", NEW, "e83fcbac0eacb090", "6806SIPpTag014", 1, 2)
-    OLD_4_5 = D("c12.e3e94357", "2321248722494", OLD, "bbeeef64cc486ce0", "c9f55b1680665c66", 4, 5)
-    NEW_2_5 = D("48a.3ffda807", "11563940110323", NEW, "e83fcbac0eacb090", "6806SIPpTag014", 2, 5)
-    FAIL = X(OLD, "callee", NEW, BUSY, "fail", "486 Busy Here")
+    START = transfer_started(OLD, NEW, NEW, BUSY)
+    NEW_DIALOG = Dialog("48a.3ffda807", "11563940110323", NEW, "e83fcbac0eacb090", "6806SIPpTag014")
+    NEW_1_2 = NEW_DIALOG.changed(1, 2)
+    OLD_DIALOG = Dialog("c12.e3e94357", "2321248722494", OLD, "bbeeef64cc486ce0", "c9f55b1680665c66")
+    OLD_4_5 = OLD_DIALOG.changed(4, 5)
+    NEW_2_5 = NEW_DIALOG.changed(2, 5)
+    FAIL = transfer_failed(OLD, "callee", NEW, BUSY, "486 Busy Here")
 
 
 class UnknownUser:
@@ -98,11 +102,13 @@ class UnknownUser:
 
     OLD = "e9664bfa-f12a-49e9-ac06-64361e5a5eb2"
     NEW = "12b95a11cc06aaca"
-    START = X(OLD, NEW, NEW, NOBODY, "start", "")
-    NEW_1_5 = D("c0d.7759ce61", "14345575372151", NEW, "54d25f64cccacae0", None, 1, 5)
-    FAIL = X(OLD, "callee", NEW, NOBODY + ";osid=51e.08f4fb46", "fail", "408 Request Timeout")
-    OLD_4_5 = D("51e.08f4fb46", "15485047361408", OLD, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3",
-                "edcc1b5f3ecfe708", 4, 5)
+    START = transfer_started(OLD, NEW, NEW, NOBODY)
+    NEW_DIALOG = Dialog("c0d.7759ce61", "14345575372151", NEW, "54d25f64cccacae0", None)
+    NEW_1_5 = NEW_DIALOG.changed(1, 5)
+    FAIL = transfer_failed(OLD, "callee", NEW, NOBODY + ";osid=51e.08f4fb46", "408 Request Timeout")
+    OLD_DIALOG = Dialog("51e.08f4fb46", "15485047361408", OLD, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3",
+                        "edcc1b5f3ecfe708")
+    OLD_4_5 = OLD_DIALOG.changed(4, 5)
 
 
 class RejectedNotify:
@@ -113,12 +119,13 @@ class RejectedNotify:
 
     OLD = "d9951552-0030-4f66-958b-fd9165d27f9b"
     NEW = "d22032238b6eba9a"
-    START = X(OLD, NEW, NEW, BUSY, "start", "")
-    NEW_1_2 = D("92a.5cfcb605", "11172559179717", NEW, "f46c8c2be95d481f", "6806SIPpTag013", 1, 2)
-    NOTIFY_100 = X(OLD, "callee", NEW, "", "notify", "100 Trying")
-    NEW_2_5 = D("92a.5cfcb605", "11172559179717", NEW, "f46c8c2be95d481f", "6806SIPpTag013", 2, 5)
-    FAIL = X(OLD, "callee", NEW, BUSY, "fail", "486 Busy Here")
-    NOTIFY_486 = X(OLD, "", NEW, "", "notify", "486 Busy Here")
+    START = transfer_started(OLD, NEW, NEW, BUSY)
+    NEW_DIALOG = Dialog("92a.5cfcb605", "11172559179717", NEW, "f46c8c2be95d481f", "6806SIPpTag013")
+    NEW_1_2 = NEW_DIALOG.changed(1, 2)
+    NOTIFY_100 = transfer_notify(OLD, "callee", NEW, "100 Trying")
+    NEW_2_5 = NEW_DIALOG.changed(2, 5)
+    FAIL = transfer_failed(OLD, "callee", NEW, BUSY, "486 Busy Here")
+    NOTIFY_486 = transfer_notify(OLD, "", NEW, "486 Busy Here")
 
 
 class ClickToDial:
@@ -129,13 +136,15 @@ class ClickToDial:
 
     OLD = "d5b79d51-eed7-4fa5-b156-69f92e1f8b43"
     NEW = "3db24369a17bb877"
-    START = X(OLD, NEW, NEW, BOB, "start", "")
-    OLD_4_5 = D("ce9.1049d432", "10909809218561", OLD, "533cb9e91f4b999cf76861cbb9ed54ed-4272",
-                "b53b9c304171ef52", 4, 5)
-    NEW_1_2 = D("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd", 1, 2)
-    NEW_2_3 = D("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd", 2, 3)
-    OK = X(OLD, "callee", NEW, BOB, "ok", "200 Answering")
-    NEW_3_4 = D("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd", 3, 4)
+    START = transfer_started(OLD, NEW, NEW, BOB)
+    OLD_DIALOG = Dialog("ce9.1049d432", "10909809218561", OLD, "533cb9e91f4b999cf76861cbb9ed54ed-4272",
+                        "b53b9c304171ef52")
+    OLD_4_5 = OLD_DIALOG.changed(4, 5)
+    NEW_DIALOG = Dialog("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd")
+    NEW_1_2 = NEW_DIALOG.changed(1, 2)
+    NEW_2_3 = NEW_DIALOG.changed(2, 3)
+    OK = transfer_ok(OLD, "callee", NEW, BOB, "200 Answering")
+    NEW_3_4 = NEW_DIALOG.changed(3, 4)
 
 
 class CallerSuccess:
@@ -147,10 +156,12 @@ class CallerSuccess:
 
     OLD = "ce0b276221afcc36"
     NEW = "fb9d13af68900cbc"
-    OLD_4_5 = D("bd2.36f9573", "3139679133539", OLD, "3a295d4aca301e4a", "20fd594f403bbf55", 4, 5)
-    NEW_1_2 = D("1b7.88f47905", "8458142699400", NEW, "1e10480b9653d076", "5420fd72e945cdcc", 1, 2)
-    NEW_2_3 = D("1b7.88f47905", "8458142699400", NEW, "1e10480b9653d076", "5420fd72e945cdcc", 2, 3)
-    NEW_3_4 = D("1b7.88f47905", "8458142699400", NEW, "1e10480b9653d076", "5420fd72e945cdcc", 3, 4)
+    OLD_DIALOG = Dialog("bd2.36f9573", "3139679133539", OLD, "3a295d4aca301e4a", "20fd594f403bbf55")
+    OLD_4_5 = OLD_DIALOG.changed(4, 5)
+    NEW_DIALOG = Dialog("1b7.88f47905", "8458142699400", NEW, "1e10480b9653d076", "5420fd72e945cdcc")
+    NEW_1_2 = NEW_DIALOG.changed(1, 2)
+    NEW_2_3 = NEW_DIALOG.changed(2, 3)
+    NEW_3_4 = NEW_DIALOG.changed(3, 4)
 
 
 class ReferRejected:
@@ -159,7 +170,8 @@ class ReferRejected:
     """
 
     OLD = "d79b6a864faf872b"
-    OLD_4_5 = D("65a.ca328313", "11365309227948", OLD, "b49ce71185dfffe7", "a58e7e0042590bf8", 4, 5)
+    OLD_DIALOG = Dialog("65a.ca328313", "11365309227948", OLD, "b49ce71185dfffe7", "a58e7e0042590bf8")
+    OLD_4_5 = OLD_DIALOG.changed(4, 5)
 
 
 class Attended:
@@ -171,17 +183,20 @@ class Attended:
     A = "47f9007f6258bf10"
     B = "d1277413cf51ee5b"
     NEW = "OZwl1T07yZ"
-    START_A = X(A, "callee", NEW, ERIN, "start", "")
-    START_B = X(B, "callee", NEW, ERIN, "start", "")
-    NEW_1_2 = D("eae.5f1f2e91", "16140921401845", NEW, "ESNZB-TZM", "q6sRzmt", 1, 2)
-    B_4_5 = D("d8a.aa2f84f", "11600963105450", B, "da046096e29918a2", "XTmx8Fq", 4, 5)
-    NOTIFY_100 = X(A, "callee", NEW, "", "notify", "100 Trying")
-    NEW_2_3 = D("eae.5f1f2e91", "16140921401845", NEW, "ESNZB-TZM", "q6sRzmt", 2, 3)
-    OK_B = X(B, "callee", NEW, ERIN, "ok", "200 Ok")
-    OK_A = X(A, "callee", NEW, ERIN, "ok", "200 Ok")
-    NOTIFY_200 = X(A, "", NEW, "", "notify", "200 Ok")
-    NEW_3_4 = D("eae.5f1f2e91", "16140921401845", NEW, "ESNZB-TZM", "q6sRzmt", 3, 4)
-    A_4_5 = D("a68.312c7817", "9253264278035", A, "a48089dc656f49e7", "kPNOyrR", 4, 5)
+    START_A = transfer_started(A, "callee", NEW, ERIN)
+    START_B = transfer_started(B, "callee", NEW, ERIN)
+    NEW_DIALOG = Dialog("eae.5f1f2e91", "16140921401845", NEW, "ESNZB-TZM", "q6sRzmt")
+    NEW_1_2 = NEW_DIALOG.changed(1, 2)
+    B_DIALOG = Dialog("d8a.aa2f84f", "11600963105450", B, "da046096e29918a2", "XTmx8Fq")
+    B_4_5 = B_DIALOG.changed(4, 5)
+    NOTIFY_100 = transfer_notify(A, "callee", NEW, "100 Trying")
+    NEW_2_3 = NEW_DIALOG.changed(2, 3)
+    OK_B = transfer_ok(B, "callee", NEW, ERIN, "200 Ok")
+    OK_A = transfer_ok(A, "callee", NEW, ERIN, "200 Ok")
+    NOTIFY_200 = transfer_notify(A, "", NEW, "200 Ok")
+    NEW_3_4 = NEW_DIALOG.changed(3, 4)
+    A_DIALOG = Dialog("a68.312c7817", "9253264278035", A, "a48089dc656f49e7", "kPNOyrR")
+    A_4_5 = A_DIALOG.changed(4, 5)
 
 
 class AttendedBaresip:
@@ -192,12 +207,13 @@ class AttendedBaresip:
 
     A = "6e1fa865e39c7322"
     B = "2ed43edcfadc636f"
-    OTHER_1_2 = D("7ba.07a00517", "11782996363888", "3ff1cecdecdb22e2", "aad7952bd6a97a4e",
-                  "6d5bc47a1eb7d9db", 1, 2)
-    A_4_5 = D("c7b.4ebf7b31", "12627534674916", A, "e0b52cab53eb09ab", "b44fea5b311cc843", 4, 5)
+    OTHER_DIALOG = Dialog("7ba.07a00517", "11782996363888", "3ff1cecdecdb22e2", "aad7952bd6a97a4e",
+                          "6d5bc47a1eb7d9db")
+    OTHER_1_2 = OTHER_DIALOG.changed(1, 2)
+    A_DIALOG = Dialog("c7b.4ebf7b31", "12627534674916", A, "e0b52cab53eb09ab", "b44fea5b311cc843")
+    A_4_5 = A_DIALOG.changed(4, 5)
 
 
-ENDED = ("Ended", None)
 
 
 def transferring(destination: str) -> tuple[str, Any]:
@@ -220,51 +236,31 @@ def error(text: str) -> tuple[str, Any]:
     return ("Error", text)
 
 
-@attrs.define
-class Env:
-    mi: FakeMIClient
-    hub: EventHub
-    clock: Clock
-    sink: RecordingSink
-    command: TransferCommand
-    names: MINames
+class Env(ScenarioHarness[TransferCommand]):
+    """
+    A running transfer command (L{ScenarioHarness}) whose steps may also be
+    C{ACCEPTED}.
+    """
 
-    def play(self, *steps: Step) -> None:
+    def play(self, *steps: TransferStep) -> None:
         """
         Feed events (C{(name, params)}) and C{ACCEPTED} (the MI reply to the
         oldest pending call_transfer), in order.
         """
         for step in steps:
-            if step == ACCEPTED:
-                self.mi.reply(self.names.transfer, "Accepted")
+            if isinstance(step, str):
+                assert step == ACCEPTED, step
+                self.mi.reply(self.ctx.names.transfer, "Accepted")
             else:
-                name, params = step
-                self.hub.dispatch(name, params)
-
-    def events(self) -> list[tuple[str, Any]]:
-        return self.sink.events()
-
-    def requests(self) -> list[tuple[str, Any]]:
-        return [(r.method, r.params) for r in self.mi.requests]
+                super().play(step)
 
     def mi_error(self, which: str, code: int, message: str, data: Any = None) -> None:
         self.mi.error(which, MIError(which, code, message, data))
 
-    def assert_clean(self) -> None:
-        """
-        Ended exactly once and last, at most one Error, nothing left behind.
-        """
-        assert_ended_clean(self, "t1")
-
 
 def make(cls: type[TransferCommand], params: dict[str, Any], settings: Settings | None = None,
          names: MINames | None = None) -> Env:
-    mi, hub, clock, sink = FakeMIClient(), EventHub(), Clock(), RecordingSink()
-    names = names or MINames()
-    ctx = Context(mi=mi, events=hub, clock=clock, settings=settings or Settings(), names=names)
-    command = cls(ctx, "t1", cls.check(params), sink)  # type: ignore[attr-defined]
-    command.run()
-    return Env(mi, hub, clock, sink, command, names)
+    return Env.start(cls, params, "t1", settings=settings, names=names)
 
 
 def blind(callid: str, destination: str = CINDY, leg: str = "callee",
@@ -318,7 +314,7 @@ def test_blind_with_40_names() -> None:
         ("callops:transfer", {"callid": NotifyDelay.OLD, "leg": "callee", "destination": CINDY}),
         ("dialog:end_dlg", {"dialog_id": NotifyDelay.OLD})]
     assert env.events()[-2:] == [successful(NotifyDelay.NEW, CINDY), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- CallBlindTransfer: trace orders --------------------------------------------------
@@ -338,7 +334,7 @@ def test_blind_callee_success_trace_order() -> None:
     env.mi_error("dlg_end_dlg", 404, "Requested Dialog not found")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
     env.play(t.NEW_4_5)
     assert env.events()[-1] == ENDED and len(env.events()) == 4
 
@@ -353,8 +349,8 @@ def test_blind_ignores_another_transfers_events_after_start() -> None:
     other = "OZwl1T07yZ"
     env = blind(t.OLD)
     env.play(ACCEPTED, t.START,
-             X(t.OLD, "callee", other, "sip:erin@127.0.0.1", "ok", "200 Ok"),
-             X(t.OLD, "", other, "", "notify", "200 Ok"))
+             transfer_ok(t.OLD, "callee", other, "sip:erin@127.0.0.1", "200 Ok"),
+             transfer_notify(t.OLD, "", other, "200 Ok"))
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY)]
     env.play(t.OK)
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY)]
@@ -390,7 +386,7 @@ def test_blind_start_before_accepted_is_held_back() -> None:
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
     assert env.mi.methods() == ["call_transfer", "dlg_end_dlg"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_start_and_fail_before_accepted() -> None:
@@ -407,7 +403,7 @@ def test_blind_start_and_fail_before_accepted() -> None:
     env.play(t.OLD_4_5)
     assert env.mi.methods() == ["call_transfer"]
     assert len(env.events()) == 4
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("leg", [CalleeSuccess.NEW, "callee", "caller", ""])
@@ -430,7 +426,7 @@ def test_blind_notify_is_pending_with_extra() -> None:
                             pending(t.NEW, BUSY, "100 Trying"),
                             error("transfer failed with status 486 Busy Here"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_notify_before_start() -> None:
@@ -441,7 +437,7 @@ def test_blind_notify_before_start() -> None:
     assert env.events() == [transferring(BUSY), started(t.NEW, BUSY),
                             pending(t.NEW, BUSY, "100 Trying"),
                             error("transfer failed with status 486 Busy Here"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_several_notifies() -> None:
@@ -452,7 +448,7 @@ def test_blind_several_notifies() -> None:
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY),
                             pending(t.NEW, CINDY, "100 Trying"), pending(t.NEW, CINDY, "200 OK"),
                             successful(t.NEW, CINDY), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_failure_trace_order() -> None:
@@ -463,7 +459,7 @@ def test_blind_failure_trace_order() -> None:
     assert env.events() == [transferring(BUSY), started(t.NEW, BUSY),
                             error("transfer failed with status 486 Busy Here"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_fail_keeps_the_call_up() -> None:
@@ -473,7 +469,7 @@ def test_blind_fail_keeps_the_call_up() -> None:
     env.play(ACCEPTED, t.START, t.NEW_1_2, t.NEW_2_5, t.FAIL)
     assert env.events()[-2:] == [error("transfer failed with status 486 Busy Here"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_old_call_gone_before_ok_no_dlg_end_dlg() -> None:
@@ -483,7 +479,7 @@ def test_blind_old_call_gone_before_ok_no_dlg_end_dlg() -> None:
     env.play(ACCEPTED, t.START, t.OLD_4_5, t.NEW_1_2, t.NEW_2_3, t.OK, t.NEW_3_4)
     assert env.events() == [transferring(BOB), started(t.NEW, BOB), successful(t.NEW, BOB), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_old_call_gone_before_accepted_no_dlg_end_dlg() -> None:
@@ -493,7 +489,7 @@ def test_blind_old_call_gone_before_accepted_no_dlg_end_dlg() -> None:
     assert env.events() == [transferring(BOB), started(t.NEW, BOB), successful(t.NEW, BOB), ENDED]
     assert env.mi.methods() == ["call_transfer"]
     env.clock.advance(100)
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_dlg_end_dlg_other_error_is_not_an_error() -> None:
@@ -503,7 +499,7 @@ def test_blind_dlg_end_dlg_other_error_is_not_an_error() -> None:
     env.mi.time_out("dlg_end_dlg")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_ended_only_after_dlg_end_dlg_answered() -> None:
@@ -514,7 +510,7 @@ def test_blind_ended_only_after_dlg_end_dlg_answered() -> None:
     assert not env.command.done
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events()[-1] == ENDED
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("step", ["start", "fail"])
@@ -531,7 +527,7 @@ def test_blind_destination_reported_without_osid(step: str) -> None:
         env.play(ACCEPTED, t.FAIL)
     assert env.events() == [transferring(NOBODY), started(t.NEW, NOBODY),
                             error("transfer failed with status 408 Request Timeout"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_ok_without_start() -> None:
@@ -541,7 +537,7 @@ def test_blind_ok_without_start() -> None:
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- CallBlindTransfer: refusals ------------------------------------------------------
@@ -553,7 +549,7 @@ def test_blind_refer_rejected_code_result() -> None:
     env.mi.reply("call_transfer", {"Code": 603, "Reason": "Declined"})
     assert env.events() == [error("REFER rejected with status 603 Declined"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_code_result_below_300_is_accepted() -> None:
@@ -564,7 +560,7 @@ def test_blind_code_result_below_300_is_accepted() -> None:
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_held_back_events_dropped_on_rejection() -> None:
@@ -573,7 +569,7 @@ def test_blind_held_back_events_dropped_on_rejection() -> None:
     env.play(t.START, t.FAIL)
     env.mi.reply("call_transfer", {"Code": 603, "Reason": "Declined"})
     assert env.events() == [error("REFER rejected with status 603 Declined"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("callid, code, message, data, text", [
@@ -589,7 +585,7 @@ def test_blind_mi_error(callid: str, code: int, message: str, data: str | None,
     env.mi_error("call_transfer", code, message, data)
     assert env.events() == [error(text), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_491_while_the_first_transfer_runs() -> None:
@@ -598,18 +594,18 @@ def test_blind_491_while_the_first_transfer_runs() -> None:
     first, second = "sip:slow@127.0.0.1", CINDY
     old, new = "87637015d69e7f00", "061989ae9a80a777"
     env = blind(old, destination=second)
-    env.play(X(old, new, new, first, "start", ""))
+    env.play(transfer_started(old, new, new, first))
     env.mi_error("call_transfer", 491, "Request Pending")
-    env.play(X(old, "callee", new, first, "ok", "200 OK"))
+    env.play(transfer_ok(old, "callee", new, first, "200 OK"))
     assert env.events() == [error("491 Request Pending"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_mi_timeout() -> None:
     env = blind(CalleeSuccess.OLD)
     env.mi.time_out("call_transfer")
     assert env.events() == [error("OpenSIPS did not answer MI call_transfer within 5 s"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 # -- CallBlindTransfer: timeouts ------------------------------------------------------
@@ -631,7 +627,7 @@ def test_blind_no_event_at_all(settings: Settings | None, seconds: float) -> Non
         ENDED]
     # the call is left as it is
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
     env.play(ReferRejected.OLD_4_5)  # the recorder's dlg_end_dlg, later
     assert len(env.events()) == 3
 
@@ -650,7 +646,7 @@ def test_blind_start_cancels_the_no_event_timeout() -> None:
     env.play(t.OK)
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events()[-2:] == [successful(t.NEW, CINDY), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("settings, seconds", [
@@ -670,7 +666,7 @@ def test_blind_start_but_no_outcome(settings: Settings | None, seconds: float) -
               f"{CINDY} (new call {t.NEW})"),
         ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_notify_does_not_extend_the_outcome_timeout() -> None:
@@ -684,7 +680,7 @@ def test_blind_notify_does_not_extend_the_outcome_timeout() -> None:
         error(f"timed out after 10 s waiting for the outcome of the transfer to {CINDY} "
               f"(new call {t.NEW})"),
         ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("grace", [2.0, 0.5])
@@ -704,7 +700,7 @@ def test_blind_old_call_gone_and_no_start(grace: float) -> None:
               f"{t.OLD} ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"),
         ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_old_call_gone_then_start_within_grace() -> None:
@@ -717,7 +713,7 @@ def test_blind_old_call_gone_then_start_within_grace() -> None:
     env.play(t.OK)
     assert env.events() == [transferring(BOB), started(t.NEW, BOB), successful(t.NEW, BOB), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_old_call_gone_twice_one_grace() -> None:
@@ -726,14 +722,13 @@ def test_blind_old_call_gone_twice_one_grace() -> None:
     env.play(ACCEPTED, t.OLD_4_5, t.OLD_4_5)
     env.clock.advance(2)
     assert [e for e, _ in env.events()] == ["Transferring", "Error", "Ended"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_other_dialog_states_are_not_the_end() -> None:
     t = CalleeSuccess
     env = blind(t.OLD)
-    env.play(ACCEPTED, D("d31.b7da76c2", "1362249624955", t.OLD, "2ddfa3df50cc5a9b",
-                         "04ad035bcd83712f", 3, 4))
+    env.play(ACCEPTED, t.OLD_DIALOG.changed(3, 4))
     env.clock.advance(10)
     assert env.events() == [transferring(CINDY)]
     env.play(t.START, t.OK)
@@ -753,7 +748,7 @@ def test_blind_events_for_other_calls_are_ignored() -> None:
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
                             ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("junk", [
@@ -773,7 +768,7 @@ def test_blind_junk_events_are_ignored(junk: dict[str, Any]) -> None:
     env.play(t.START, t.OK)
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events()[-3:] == [started(t.NEW, CINDY), successful(t.NEW, CINDY), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_nothing_after_ended() -> None:
@@ -783,13 +778,13 @@ def test_blind_nothing_after_ended() -> None:
     env.mi.reply("dlg_end_dlg", "OK")
     done = list(env.events())
     env.play(t.NOTIFY_100, t.NOTIFY_200, t.OLD_4_5, t.NEW_4_5, t.START, t.OK,
-             X(t.OLD, "callee", t.NEW, CINDY, "fail", "486 Busy Here"))
+             transfer_failed(t.OLD, "callee", t.NEW, CINDY, "486 Busy Here"))
     env.clock.advance(10000)
     env.command.fail("late failure")
     env.command.end()
     env.command.abort()
     assert env.events() == done
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_blind_abort_releases_silently() -> None:
@@ -883,7 +878,7 @@ def test_attended_trace_order() -> None:
     env.play(t.A_4_5)
     assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
                             pending(t.NEW, ERIN, "100 Trying"), successful(t.NEW, ERIN), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_doubled_events_before_accepted() -> None:
@@ -895,7 +890,7 @@ def test_attended_doubled_events_before_accepted() -> None:
     env.mi.reply("dlg_end_dlg", "OK")
     assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
                             pending(t.NEW, ERIN, "100 Trying"), successful(t.NEW, ERIN), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_call_a_gone_before_ok() -> None:
@@ -905,7 +900,7 @@ def test_attended_call_a_gone_before_ok() -> None:
     assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
                             successful(t.NEW, ERIN), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_call_b_ending_is_not_watched() -> None:
@@ -938,13 +933,13 @@ def test_attended_fail_doubled() -> None:
     t = Attended
     env = attended()
     env.play(ACCEPTED, t.START_A, t.START_B,
-             X(t.B, "callee", t.NEW, ERIN, "fail", "486 Busy Here"),
-             X(t.A, "callee", t.NEW, ERIN, "fail", "486 Busy Here"),
-             X(t.A, "", t.NEW, "", "notify", "486 Busy Here"))
+             transfer_failed(t.B, "callee", t.NEW, ERIN, "486 Busy Here"),
+             transfer_failed(t.A, "callee", t.NEW, ERIN, "486 Busy Here"),
+             transfer_notify(t.A, "", t.NEW, "486 Busy Here"))
     assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
                             error("transfer failed with status 486 Busy Here"), ENDED]
     assert env.mi.methods() == ["call_transfer"]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("code, message, data, text", [
@@ -959,7 +954,7 @@ def test_attended_mi_error(code: int, message: str, data: str | None, text: str)
     env = attended()
     env.mi_error("call_transfer", code, message, data)
     assert env.events() == [error(text), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_baresip_no_event_call_a_gone() -> None:
@@ -973,7 +968,7 @@ def test_attended_baresip_no_event_call_a_gone() -> None:
         error(f"timed out after 2 s waiting for E_CALL_TRANSFER start after the call {t.A} "
               "ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"),
         ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_no_event_at_all() -> None:
@@ -986,14 +981,14 @@ def test_attended_no_event_at_all() -> None:
         error("timed out after 15 s waiting for E_CALL_TRANSFER start: the REFER may have been "
               "rejected or the transferee never sent its INVITE"),
         ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 def test_attended_refer_rejected_code_result() -> None:
     env = attended()
     env.mi.reply("call_transfer", {"Code": 603, "Reason": "Declined"})
     assert env.events() == [error("REFER rejected with status 603 Declined"), ENDED]
-    env.assert_clean()
+    env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("params, data", [

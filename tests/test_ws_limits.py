@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from callapi import jsonrpc
-from callapi.testing.wsclient import JSONRPCClientProtocol
+from callapi.testing.wsclient import ClientFactory, JSONRPCClientProtocol
 from callapi.ws import CallApiProtocol, origin_allowed
-from tests.daemon import Daemon, start_daemon, until
+from callapi.testing.daemon import DaemonHarness, start_daemon, until
 
 
 @pytest_twisted.ensureDeferred
@@ -39,7 +38,7 @@ async def test_reply_larger_than_the_incoming_limit_is_sent(reactor: Any) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_deep_nesting_and_huge_batches_are_refused(daemon: Daemon) -> None:
+async def test_deep_nesting_and_huge_batches_are_refused(daemon: DaemonHarness) -> None:
     client = await daemon.client()
     deep = "[" * (jsonrpc.MAX_DEPTH + 1) + "]" * (jsonrpc.MAX_DEPTH + 1)
     client.send_json('{"jsonrpc":"2.0","id":1,"method":"Echo","params":{"a":%s}}' % deep)
@@ -57,8 +56,7 @@ async def test_deep_nesting_and_huge_batches_are_refused(daemon: Daemon) -> None
 
 
 async def _connect_with_origin(reactor: Any, port: int, origin: str) -> Any:
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/call-api", reactor=reactor,
-                                     origin=origin)
+    factory = ClientFactory(f"ws://127.0.0.1:{port}/call-api", reactor=reactor, origin=origin)
     factory.protocol = JSONRPCClientProtocol
     factory.opened = Deferred()
     await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
@@ -66,7 +64,7 @@ async def _connect_with_origin(reactor: Any, port: int, origin: str) -> Any:
 
 
 @pytest_twisted.ensureDeferred
-async def test_cross_site_origin_refused_local_allowed(daemon: Daemon) -> None:
+async def test_cross_site_origin_refused_local_allowed(daemon: DaemonHarness) -> None:
     with pytest.raises(ConnectionError):
         await _connect_with_origin(daemon.reactor, daemon.port, "https://evil.example")
     local = await _connect_with_origin(daemon.reactor, daemon.port, "http://localhost:8000")

@@ -30,6 +30,7 @@ from callapi.errors import MITimeout
 from callapi.interfaces import IMIClient, INotificationSink
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 #: How a test names a request: its index in L{FakeMIClient.requests}, or an
 #: MI method name (then the oldest still pending request of that method).
@@ -227,6 +228,18 @@ def failure_of(d: Deferred[Any], *types: type[BaseException]) -> Failure:
     if types and not outcome.check(*types):
         raise AssertionError(f"{d!r} failed with {outcome.value!r}, expected {types}")
     return outcome
+
+
+def error_of(d: Deferred[Any], error_type: type[E]) -> E:
+    """
+    The exception of a Deferred that has already failed with C{error_type}
+    (L{failure_of}, typed); the failure is consumed.
+
+    @raise AssertionError: it has no result yet, succeeded, or failed otherwise.
+    """
+    value = failure_of(d, error_type).value
+    assert isinstance(value, error_type), value
+    return value
 
 
 def no_result(d: Deferred[Any]) -> None:

@@ -19,13 +19,14 @@ class CommandResult:
     """
     What came back for one command.
 
-    @ivar response: the JSON-RPC response (C{result} or C{error}) object.
+    @ivar response: the JSON-RPC response (C{result} or C{error}) object;
+        C{None} until it came.
     @ivar notifications: the C{params} of each notification, in order.
     @ivar events: just the event names, in order.
     """
 
     def __init__(self) -> None:
-        self.response: dict[str, Any] | None = None
+        self.response: Any = None
         self.notifications: list[dict[str, Any]] = []
         self.done: Deferred[CommandResult] = Deferred()
 
@@ -40,9 +41,10 @@ class CommandResult:
         return [n.get("data") for n in self.notifications if n["event"] == event]
 
 
-class _ClientFactory(WebSocketClientFactory):
+class ClientFactory(WebSocketClientFactory):
     """
-    The factory L{connect} uses: C{opened} fires with the open protocol.
+    The factory L{connect} uses (with L{JSONRPCClientProtocol}): set
+    C{opened} to a new Deferred; it fires with the open protocol.
     """
 
     opened: Deferred[JSONRPCClientProtocol]
@@ -54,7 +56,7 @@ class JSONRPCClientProtocol(WebSocketClientProtocol):
     notifications by cmd_id.  C{received} keeps every raw message in order.
     """
 
-    factory: _ClientFactory  # or any factory with the same C{opened}
+    factory: ClientFactory  # or any factory with the same C{opened}
 
     def onOpen(self) -> None:
         self.received: list[dict[str, Any]] = []
@@ -130,7 +132,7 @@ def connect(reactor: Any, port: int, path: str = "/call-api",
 
     @return: a Deferred firing with the open L{JSONRPCClientProtocol}.
     """
-    factory = _ClientFactory(f"ws://{host}:{port}{path}", reactor=reactor)
+    factory = ClientFactory(f"ws://{host}:{port}{path}", reactor=reactor)
     factory.protocol = JSONRPCClientProtocol
     factory.opened = Deferred()
     d = TCP4ClientEndpoint(reactor, host, port).connect(factory)
