@@ -71,7 +71,7 @@ async def start_daemon(reactor: Any, *extra: str, mi: str | None = None,
     top = makeService(options, reactor)
     top.startService()
     daemon = Daemon(reactor, running, top)
-    daemon.port = (await top.getServiceNamed("websocket")._waitingForPort).getHost().port
+    daemon.port = (await top.getServiceNamed("websocket").when_listening()).getHost().port
     if mi is None:
         await daemon.opensips.subscribed
     return daemon

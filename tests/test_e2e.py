@@ -290,7 +290,7 @@ async def test_unix_datagram_mi_and_events(reactor: Any, tmp_path: Any) -> None:
     top = makeService(options, reactor)
     top.startService()
     try:
-        port = (await top.getServiceNamed("websocket")._waitingForPort).getHost().port
+        port = (await top.getServiceNamed("websocket").when_listening()).getHost().port
         opensips = top.getServiceNamed("opensips")
         await opensips.subscribed
         assert opensips.event_socket == f"unix:{tmp_path / 'events.sock'}"

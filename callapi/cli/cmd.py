@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
+import attrs
 from twisted.internet.defer import Deferred
 
 from callapi import __version__
@@ -66,14 +67,13 @@ from callapi.cli.client import (
 )
 from callapi.opensips.addresses import AddressError, parse_address
 from callapi.opensips.service import OpenSIPSService
+from callapi.settings import DEFAULTS, Settings
 
 PROG = "callapi-cmd"
-DEFAULT_MI = "udp:127.0.0.1:8080"
+DEFAULT_MI = DEFAULTS.mi
 #: As callapi-client: longer than any command's own bound with default settings.
 DEFAULT_TIMEOUT = 300.0
-DEFAULT_MI_TIMEOUT = 5.0
-#: ``event_subscribe`` expire (seconds); refreshed every min(expire/3, 60) s.
-EVENT_EXPIRE = 120
+DEFAULT_MI_TIMEOUT = DEFAULTS.mi_timeout
 
 __all__ = ["CmdOptions", "EXIT_OK", "EXIT_COMMAND_FAILED", "EXIT_ERROR", "main",
            "parse_args", "run"]
@@ -107,6 +107,15 @@ class CmdOptions:
     quiet: bool = False
     json_output: bool = False
     verbose: bool = False
+
+    def settings(self) -> Settings:
+        """
+        The daemon settings this run uses: C{mi}, C{events}, C{mi_timeout}
+        and C{sip_uri} from the command line, every other value the
+        daemon's default (L{callapi.settings.DEFAULTS}).
+        """
+        return attrs.evolve(DEFAULTS, mi=self.mi, events=self.events, mi_timeout=self.mi_timeout,
+                            commands=attrs.evolve(DEFAULTS.commands, next_hop=self.sip_uri))
 
 
 def _make_parser() -> _ArgumentParser:
@@ -247,8 +256,8 @@ async def run(
         :class:`~callapi.opensips.service.OpenSIPSService` (tests use it to learn
         the event socket).
     """
-    from callapi.rpc import CommandRunner, Session
-    from callapi.scenarios import Context, Settings
+    from callapi.core import build_opensips, build_runner
+    from callapi.rpc import Session
 
     where = f"OpenSIPS MI {options.mi}"
     err = _reprefixed(_printer(sys.stderr if stderr is None else stderr))
@@ -274,14 +283,10 @@ async def run(
             reactor.callLater(0, fire, code)
 
     try:
-        service = OpenSIPSService(reactor, options.mi, options.events,
-                                  mi_timeout=options.mi_timeout, event_expire=EVENT_EXPIRE)
+        service = build_opensips(options.settings(), reactor)
     except AddressError as e:
         return session.connection_failed(str(e))
-    # the same MINames object the service updates from the proxy's "which"
-    ctx = Context(mi=service.mi, events=service.hub, clock=reactor, names=service.names,
-                  settings=Settings(next_hop=options.sip_uri))
-    runner = CommandRunner(ctx)
+    runner = build_runner(options.settings(), service, reactor)
     rpc: list[Session] = []
     cleaned: Deferred[None] = Deferred()
 
