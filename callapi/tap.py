@@ -2,7 +2,10 @@
 C{twistd callapi}: command-line options and the service tree.
 
 This is the only module that touches the global reactor (and only when
-L{makeService} is not given one).  The tree, each child named:
+L{makeService} is not given one).  L{Options} resolves the command line,
+then the YAML file, then the defaults of L{callapi.settings.Settings}, into
+a L{Settings} (L{Options.settings}); L{callapi.core} builds the parts from
+it.  The tree, each child named:
 
   callapi (L{CallApiService})
     demo       the embedded OpenSIPS emulator (only with --demo)
