@@ -1,6 +1,6 @@
 """
 C{twistd -n callapi --demo}: run the daemon against the built-in OpenSIPS
-EMULATOR (L{callapi.emulator.core}) instead of a real proxy, and walk a
+EMULATOR (L{callapi.emulator}) instead of a real proxy, and walk a
 demo call through CallHold, CallUnhold and CallEnd over the daemon's own
 WebSocket API, logging every message, so a newcomer sees the product work
 without any OpenSIPS.  Everything it prints says "EMULATOR" or "demo".
@@ -9,6 +9,7 @@ without any OpenSIPS.  Everything it prints says "EMULATOR" or "demo".
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -19,46 +20,61 @@ from twisted.logger import Logger
 
 from callapi.logging import logger
 
-from callapi.opensips.addresses import parse_address
-from callapi.opensips.service import OpenSIPSService
-
 #: The commands the walkthrough runs on its demo call, in order.
 WALKTHROUGH = ("CallHold", "CallUnhold", "CallEnd")
 
 
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """
+    A UDP port on C{host} that the kernel reports free right now (bound to
+    port 0 and released), for the emulator's MI socket.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 class DemoService(Service):
     """
-    Starts the emulator on an ephemeral loopback UDP port before the
-    C{opensips} service starts, and points it there.
+    Starts the emulator on C{mi_address} before the C{opensips} service
+    (built with the same address) starts.
 
-    @ivar running: the emulator handle (see L{callapi.emulator.core.start_emulator}).
+    @ivar mi_address: the emulator's MI socket, C{udp:HOST:PORT}.
+    @ivar running: the emulator handle (see L{callapi.emulator.start_emulator}).
     """
 
     _log = logger()
 
-    def __init__(self, reactor: Any, opensips: OpenSIPSService, version: str = "3.4") -> None:
+    def __init__(self, reactor: Any, mi_address: tuple[str, int] | None = None,
+                 version: str = "3.4") -> None:
+        """
+        @param mi_address: C{(IPv4 address, UDP port)} for the emulator's MI
+            socket; default: a loopback port free now (L{free_udp_port}).
+        """
         self._reactor = reactor
-        self._opensips = opensips
+        host, port = mi_address if mi_address is not None else ("127.0.0.1", free_udp_port())
+        self._mi_host, self._mi_port = host, port
+        self.mi_address = f"udp:{host}:{port}"
         self._version = version
         self.running: Any = None
         self._walkthrough: tuple[Any, str] | None = None
 
     def walkthrough_after(self, websocket_service: Any, path: str) -> None:
         """
-        Once C{websocket_service} listens, connect to it and run
+        Once C{websocket_service} (a L{callapi.ws.WebSocketService}) listens, connect to it and run
         L{WALKTHROUGH} on a demo call.
         """
         self._walkthrough = (websocket_service, path)
 
     def startService(self) -> None:
-        from callapi.emulator.core import add_default_phones, start_emulator
+        from callapi.emulator import add_default_phones, start_emulator
 
         super().startService()
-        self.running = start_emulator(self._reactor, host="127.0.0.1", port=0,
+        self.running = start_emulator(self._reactor, host=self._mi_host, port=self._mi_port,
                                       version=self._version)
         add_default_phones(self.running.emulator)
         host, port = self.running.mi_address
-        self._opensips.mi_address = parse_address(f"udp:{host}:{port}")
         self._log.warn(
             "DEMO MODE: talking to the built-in OpenSIPS EMULATOR {version} at udp:{host}:{port}, "
             "not a real OpenSIPS", version=self._version, host=host, port=port)
@@ -67,9 +83,7 @@ class DemoService(Service):
             self._reactor.callLater(0.5, self._start_walkthrough, websocket_service, path)
 
     def _start_walkthrough(self, websocket_service: Any, path: str) -> None:
-        waiting = getattr(websocket_service, "_waitingForPort", None)
-        if waiting is None:
-            return
+        waiting = websocket_service.when_listening()
         waiting.addCallback(lambda port: self._walk(port.getHost().port, path))
         waiting.addErrback(lambda f: self._log.warn("demo walkthrough not run: {e}", e=f.value))
 

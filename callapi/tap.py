@@ -2,7 +2,10 @@
 C{twistd callapi}: command-line options and the service tree.
 
 This is the only module that touches the global reactor (and only when
-L{makeService} is not given one).  The tree, each child named:
+L{makeService} is not given one).  L{Options} resolves the command line,
+then the YAML file, then the defaults of L{callapi.settings.Settings}, into
+a L{Settings} (L{Options.settings}); L{callapi.core} builds the parts from
+it.  The tree, each child named:
 
   callapi (L{CallApiService})
     demo       the embedded OpenSIPS emulator (only with --demo)
@@ -16,36 +19,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import serverFromString
-
-from callapi.logging import logger
+import attrs
+from twisted.application.service import MultiService
 from twisted.python import usage
 
 from callapi import config as configfile
+from callapi.logging import logger
 from callapi.opensips.addresses import AddressError, parse_address
-from callapi.opensips.service import OpenSIPSService
-from callapi.rpc import CommandRunner
-from callapi.opensips.names import MINames
-from callapi.scenarios import Context, Settings
-from callapi.ws import CallApiFactory
+from callapi.settings import DEFAULTS as SETTINGS_DEFAULTS, Settings
 
+_COMMANDS = SETTINGS_DEFAULTS.commands
+
+#: Option name -> default; every value comes from L{callapi.settings.Settings}.
 DEFAULTS: dict[str, Any] = {
-    "listen": "tcp:5059:interface=127.0.0.1",
-    "path": "/call-api",
-    "mi": "udp:127.0.0.1:8080",
-    "events": None,
-    "mi-timeout": 5.0,
-    "event-expire": 120,
-    "max-message-size": 1 << 20,
-    "hold-timeout": 130.0,
-    "ring-timeout": 60.0,
-    "transfer-start-timeout": 15.0,
-    "transfer-timeout": 130.0,
-    "sip-uri": None,
-    "log-level": "info",
-    "log-file": None,
+    "listen": SETTINGS_DEFAULTS.listen,
+    "path": SETTINGS_DEFAULTS.path,
+    "mi": SETTINGS_DEFAULTS.mi,
+    "events": SETTINGS_DEFAULTS.events,
+    "mi-timeout": SETTINGS_DEFAULTS.mi_timeout,
+    "event-expire": SETTINGS_DEFAULTS.event_expire,
+    "max-message-size": SETTINGS_DEFAULTS.max_message_size,
+    "hold-timeout": _COMMANDS.hold_timeout,
+    "ring-timeout": _COMMANDS.ring_timeout,
+    "transfer-start-timeout": _COMMANDS.transfer_start_timeout,
+    "transfer-timeout": _COMMANDS.transfer_timeout,
+    "sip-uri": _COMMANDS.next_hop,
+    "log-level": SETTINGS_DEFAULTS.log_level,
+    "log-file": SETTINGS_DEFAULTS.log_file,
     "allow-origin": None,
     "events-from": None,
     "manhole": None,
@@ -185,6 +185,25 @@ class Options(usage.Options):
 
             check_manhole_options(self)
 
+    def settings(self) -> Settings:
+        """
+        The resolved options as L{Settings} (after L{resolve}).
+        """
+        return Settings(
+            listen=self["listen"], path=self["path"], mi=str(self["mi"]),
+            events=self["events"] or None, mi_timeout=self["mi-timeout"],
+            event_expire=self["event-expire"], events_from=_comma_list(self["events-from"]),
+            max_message_size=self["max-message-size"],
+            allow_origin=_comma_list(self["allow-origin"]),
+            log_level=self["log-level"], log_file=self["log-file"] or None,
+            demo=bool(self["demo"]),
+            commands=attrs.evolve(_COMMANDS,
+                                  next_hop=self["sip-uri"] or None,
+                                  hold_timeout=self["hold-timeout"],
+                                  ring_timeout=self["ring-timeout"],
+                                  transfer_start_timeout=self["transfer-start-timeout"],
+                                  transfer_timeout=self["transfer-timeout"]))
+
 
 def _comma_list(value: Any) -> tuple[str, ...]:
     """
@@ -226,71 +245,47 @@ class CallApiService(MultiService):
             raise SystemExit(f"callapi: cannot start: {_describe(e)}") from None
 
 
-class _RunnerService(Service):
-    """
-    Aborts running commands (with an Error) when the daemon stops.
-    """
-
-    def __init__(self, runner: CommandRunner) -> None:
-        self.runner = runner
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.runner.stop()
-
-
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
-    Build the (unstarted) service tree for C{options}.
+    Build the (unstarted) service tree for C{options}: the parts come from
+    L{callapi.core}, built from C{options.settings()}.
+
+    @raise SystemExit: one line, for a C{--listen} or manhole endpoint that
+        cannot be parsed or a manhole host key that cannot be made.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    from callapi.core import RunnerService, build_opensips, build_runner, build_websocket
     from callapi.logging import set_level
 
-    set_level(options["log-level"])
+    settings = options.settings()
+    set_level(settings.log_level)
     top = CallApiService()
     top.setName("callapi")
-    if options["log-file"]:
+    if settings.log_file:
         from callapi.logging import LogFileService
 
-        logfile = LogFileService(options["log-file"], options["log-level"])
+        logfile = LogFileService(settings.log_file, settings.log_level)
         logfile.setName("logfile")
         logfile.setServiceParent(top)
-    names = MINames()
-    opensips = OpenSIPSService(
-        reactor, str(options["mi"]) if not options["demo"] else "udp:127.0.0.1:1",
-        options["events"], mi_timeout=options["mi-timeout"],
-        event_expire=options["event-expire"], names=names,
-        events_from=_comma_list(options["events-from"]))
-    opensips.setName("opensips")
-    if options["demo"]:
+    demo = None
+    if settings.demo:
         from callapi.demo import DemoService
 
-        demo = DemoService(reactor, opensips)
+        demo = DemoService(reactor)
         demo.setName("demo")
         demo.setServiceParent(top)
+        settings = attrs.evolve(settings, mi=demo.mi_address)
+    opensips = build_opensips(settings, reactor)
+    opensips.setName("opensips")
     opensips.setServiceParent(top)
-    ctx = Context(mi=opensips.mi, events=opensips.hub, clock=reactor, names=names,
-                  settings=Settings(
-                      next_hop=options["sip-uri"] or None,
-                      hold_timeout=options["hold-timeout"],
-                      ring_timeout=options["ring-timeout"],
-                      transfer_start_timeout=options["transfer-start-timeout"],
-                      transfer_timeout=options["transfer-timeout"]))
-    runner = CommandRunner(ctx)
-    commands = _RunnerService(runner)
+    runner = build_runner(settings, opensips, reactor)
+    commands = RunnerService(runner)
     commands.setName("commands")
     commands.setServiceParent(top)
-    factory = CallApiFactory(runner, options["path"], options["max-message-size"], reactor=reactor,
-                             allowed_origins=_comma_list(options["allow-origin"]))
-    try:
-        endpoint = serverFromString(reactor, options["listen"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise SystemExit(f"callapi: error: --listen {options['listen']!r}: {e}") from None
-    websocket = StreamServerEndpointService(endpoint, factory)
-    websocket._raiseSynchronously = True
+    websocket = build_websocket(settings, runner, reactor)
     websocket.setName("websocket")
     websocket.setServiceParent(top)
     if options["manhole"]:
@@ -299,6 +294,6 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         manhole = makeManholeService(options, top, reactor)
         manhole.setName("manhole")
         manhole.setServiceParent(top)
-    if options["demo"] and "demo" in top.namedServices:
-        top.getServiceNamed("demo").walkthrough_after(websocket, options["path"])
+    if demo is not None:
+        demo.walkthrough_after(websocket, settings.path)
     return top

@@ -12,7 +12,9 @@ from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IListeningPort, IPushProducer, ITCPTransport
 
 from callapi.logging import logger
 
@@ -147,6 +149,56 @@ class CallApiFactory(WebSocketServerFactory):
         See L{origin_allowed}.
         """
         return origin_allowed(origin, request_host, self.allowed_origins)
+
+
+class WebSocketService(StreamServerEndpointService):
+    """
+    Listens on an endpoint with a L{CallApiFactory}.  A failure to listen
+    at start (port in use) raises from C{privilegedStartService}, so that
+    the root service can exit with one line.
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint: Any, factory: CallApiFactory) -> None:
+        super().__init__(endpoint, factory)
+        self._waiters: list[Deferred[IListeningPort]] = []
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        finally:
+            waiters, self._waiters = self._waiters, []
+            if self._waitingForPort is not None:
+                for d in waiters:
+                    self._chain(d)
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        """
+        @return: fires with the L{IListeningPort} once the service listens
+            (also when asked before it started); fails with C{RuntimeError}
+            when listening failed or was cancelled by a stop.
+        """
+        d: Deferred[IListeningPort] = Deferred()
+        if self._waitingForPort is None:
+            self._waiters.append(d)
+        else:
+            self._chain(d)
+        return d
+
+    def _chain(self, d: Deferred[IListeningPort]) -> None:
+        def listening(port: Any) -> Any:
+            # Twisted's own errback before this one logs a failure and
+            # leaves None: the service does not listen.
+            if port is None:
+                d.errback(RuntimeError("the WebSocket service is not listening"))
+            else:
+                d.callback(port)
+            return port
+
+        waiting = self._waitingForPort
+        assert waiting is not None
+        waiting.addCallback(listening)
 
 
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")

@@ -36,7 +36,7 @@ from callapi.cli.cmd import (
 )
 from callapi.cli.client import UsageError
 from callapi.opensips.events import EVENTS
-from callapi.emulator.core import start_emulator
+from callapi.emulator import start_emulator
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -333,3 +333,47 @@ def test_flag_in_config_must_be_a_boolean(tmp_path: Any) -> None:
     assert str(caught.value) == (
         "callapi: error: callapi.manhole_allow_remote in the config file must be true or false, "
         "not 'false'")
+
+
+def test_settings_are_the_single_source_of_defaults() -> None:
+    """
+    The option defaults, callapi-cmd's and the parts' come from one
+    L{callapi.settings.Settings}.
+    """
+    from callapi.cli.cmd import CmdOptions
+    from callapi.settings import DEFAULTS as SETTINGS, Settings
+
+    assert parse().settings() == Settings()
+    assert CmdOptions("Echo").settings() == Settings()
+    assert (DEFAULTS["mi-timeout"], DEFAULTS["event-expire"]) == (SETTINGS.mi_timeout,
+                                                                  SETTINGS.event_expire)
+    settings = parse("--events-from", "10.0.0.1, 10.0.0.2", "--allow-origin", "https://a.example",
+                     "--sip-uri", "sip:10.0.0.9:5060", "--ring-timeout", "30").settings()
+    assert settings.events_from == ("10.0.0.1", "10.0.0.2")
+    assert settings.allow_origin == ("https://a.example",)
+    assert (settings.commands.next_hop, settings.commands.ring_timeout) == ("sip:10.0.0.9:5060", 30.0)
+
+
+def test_demo_tree_points_opensips_at_the_emulator() -> None:
+    """
+    The demo service is built with the emulator's MI address, and the
+    opensips service with the same one (nothing is patched at start).
+    """
+    top = makeService(parse("--demo"), reactor=MemoryReactor())
+    assert [s.name for s in top] == ["demo", "opensips", "commands", "websocket"]
+    demo = top.getServiceNamed("demo")
+    assert re.fullmatch(r"udp:127\.0\.0\.1:\d+", demo.mi_address)
+    assert str(top.getServiceNamed("opensips").mi_address) == demo.mi_address
+
+
+def test_when_listening_asked_before_start() -> None:
+    reactor = MemoryReactor()
+    top = makeService(parse("--listen", "tcp:6000:interface=127.0.0.1"), reactor=reactor)
+    websocket = top.getServiceNamed("websocket")
+    before = websocket.when_listening()
+    assert not before.called
+    websocket.privilegedStartService()
+    ports: list[Any] = []
+    before.addCallback(ports.append)
+    websocket.when_listening().addCallback(ports.append)
+    assert [p.getHost().port for p in ports] == [6000, 6000]

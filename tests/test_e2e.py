@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet.protocol import DatagramProtocol
 
 from callapi.tap import Options, makeService
-from callapi.emulator.core import Phone, start_emulator
+from callapi.emulator import Phone, start_emulator
 from callapi.testing.wsclient import connect
 from callapi.testing.daemon import DaemonHarness, start_daemon, until, websocket_port
 
@@ -277,14 +277,14 @@ async def test_unix_datagram_mi_and_events(reactor: Any, tmp_path: Any) -> None:
     mi_datagram on a unix datagram socket (--mi unix:/path) and events to a
     unix socket (--events unix:/path, event_datagram's other socket form).
     """
-    from callapi.emulator.core import OpenSIPSEmulator, _EventSender, _MIProtocol
+    from callapi.emulator import OpenSIPSEmulator, EventSender, MIProtocol
 
-    sender = _EventSender()
+    sender = EventSender()
     event_port = reactor.listenUDP(0, sender, interface="127.0.0.1")
     emu = OpenSIPSEmulator(reactor, sender.send, delay_scale=0)
     emu.add_default_phones()
     mi_path = str(tmp_path / "mi.sock")
-    mi_port = reactor.listenUNIXDatagram(mi_path, _MIProtocol(emu), maxPacketSize=65535)
+    mi_port = reactor.listenUNIXDatagram(mi_path, MIProtocol(emu), maxPacketSize=65535)
     options = Options()
     options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--mi", f"unix:{mi_path}",
                           "--events", f"unix:{tmp_path / 'events.sock'}"])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from callapi.emulator.core import Phone
+from callapi.emulator import Phone
 from callapi.testing.daemon import DaemonHarness, start_daemon, until
 
 ALICE, BOB, CINDY = "sip:alice@127.0.0.1", "sip:bob@127.0.0.1", "sip:cindy@127.0.0.1"

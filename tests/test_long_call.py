@@ -18,7 +18,7 @@ from callapi.opensips.mi import MIClientProtocol
 from callapi.scenarios import Context
 from callapi.scenarios.hold import CallHold
 from callapi.testing.fakes import RecordingSink
-from callapi.emulator.core import OpenSIPSEmulator
+from callapi.emulator import OpenSIPSEmulator
 
 EVENT_SOCKET = "udp:127.0.0.1:9921"
 MI_ADDRESS = ("127.0.0.1", 8080)

@@ -1,4 +1,4 @@
-"""``callapi-cmd``: run ONE callapi command directly against OpenSIPS, no daemon.
+"""C{callapi-cmd}: run ONE callapi command directly against OpenSIPS, no daemon.
 
 Synopsis::
 
@@ -7,39 +7,39 @@ Synopsis::
                 [--cmd-id ID] [--quiet | --json] [--verbose]
                 METHOD [key=value ...] [key:=JSON ...]
 
-It does in-process what ``twistd callapi`` + ``callapi-client`` do together:
-it opens the OpenSIPS side (:class:`callapi.opensips.service.OpenSIPSService`: the
-MI socket, an event socket, ``event_subscribe`` for the events the commands
+It does in-process what C{twistd callapi} + C{callapi-client} do together:
+it opens the OpenSIPS side (L{callapi.opensips.service.OpenSIPSService}: the
+MI socket, an event socket, C{event_subscribe} for the events the commands
 follow), waits until the subscriptions were answered, hands one JSON-RPC
-request to a :class:`callapi.rpc.CommandRunner` session, prints exactly what
-``callapi-client`` prints for the response and the notifications, then
-aborts whatever still runs, unsubscribes (``expire: 0``) and closes its
-sockets, on every path (``Ended``, error, ``--timeout``, Ctrl-C/SIGTERM).
+request to a L{callapi.rpc.CommandRunner} session, prints exactly what
+C{callapi-client} prints for the response and the notifications, then
+aborts whatever still runs, unsubscribes (C{expire: 0}) and closes its
+sockets, on every path (C{Ended}, error, C{--timeout}, Ctrl-C/SIGTERM).
 
-Output and exit codes are those of ``callapi-client`` (the same
-:class:`callapi.cli.client.CommandSession` decides them; problem lines on stderr
-start with ``callapi-cmd:``):
+Output and exit codes are those of C{callapi-client} (the same
+L{callapi.cli.session.CommandSession} decides them; problem lines on stderr
+start with C{callapi-cmd:}):
 
-- 0: the command ended (``Ended``) without an ``Error`` notification;
-- 1: the command ended after an ``Error`` notification (e.g.
-  ``404 Dialog not found``, or an MI request of the command timing out);
+- 0: the command ended (C{Ended}) without an C{Error} notification;
+- 1: the command ended after an C{Error} notification (e.g.
+  C{404 Dialog not found}, or an MI request of the command timing out);
 - 2: usage error (one line on stderr), JSON-RPC error response (e.g. -32602
-  invalid params), ``--timeout``, interruption, or OpenSIPS could not be
+  invalid params), C{--timeout}, interruption, or OpenSIPS could not be
   reached before the command started: a socket or address problem, or the
-  first round of ``which``/``event_subscribe`` failing.  An unreachable MI
-  socket therefore exits **2** after about twice ``--mi-timeout`` (the
-  ``which`` probe, then the subscriptions), with a line naming the timeout::
+  first round of C{which}/C{event_subscribe} failing.  An unreachable MI
+  socket therefore exits B{2} after about twice C{--mi-timeout} (the
+  C{which} probe, then the subscriptions), with a line naming the timeout::
 
       callapi-cmd: cannot connect to OpenSIPS MI udp:127.0.0.1:8080: cannot
       subscribe to E_CALL_TRANSFER: OpenSIPS did not answer MI event_subscribe
       within 0.5 s
 
-  This mirrors ``callapi-client``, where a daemon that cannot be reached is a
+  This mirrors C{callapi-client}, where a daemon that cannot be reached is a
   connection failure (2) and only a command that started and then failed
-  is 1.  Commands that need no event (``Echo``, ``CallEnd``) are held to the
-  same rule: ``callapi-cmd`` needs a working OpenSIPS to do anything.
+  is 1.  Commands that need no event (C{Echo}, C{CallEnd}) are held to the
+  same rule: C{callapi-cmd} needs a working OpenSIPS to do anything.
 
-Also runnable as ``python -m callapi.cli.cmd``.
+Also runnable as C{python -m callapi.cli.cmd}.
 """
 
 from __future__ import annotations
@@ -49,31 +49,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
+import attrs
 from twisted.internet.defer import Deferred
 
 from callapi import __version__
-from callapi.cli.client import (
+from callapi.cli.args import (
     EXIT_COMMAND_FAILED,
     EXIT_ERROR,
     EXIT_OK,
-    PROG as CLIENT_PROG,
-    CommandSession,
+    ArgumentParser,
     UsageError,
-    _ArgumentParser,
-    _positive_seconds,
-    _printer,
     parse_params,
+    positive_seconds,
+    printer,
 )
+from callapi.cli.session import CommandSession
 from callapi.opensips.addresses import AddressError, parse_address
 from callapi.opensips.service import OpenSIPSService
+from callapi.settings import DEFAULTS, Settings
 
 PROG = "callapi-cmd"
-DEFAULT_MI = "udp:127.0.0.1:8080"
+DEFAULT_MI = DEFAULTS.mi
 #: As callapi-client: longer than any command's own bound with default settings.
 DEFAULT_TIMEOUT = 300.0
-DEFAULT_MI_TIMEOUT = 5.0
-#: ``event_subscribe`` expire (seconds); refreshed every min(expire/3, 60) s.
-EVENT_EXPIRE = 120
+DEFAULT_MI_TIMEOUT = DEFAULTS.mi_timeout
 
 __all__ = ["CmdOptions", "EXIT_OK", "EXIT_COMMAND_FAILED", "EXIT_ERROR", "main",
            "parse_args", "run"]
@@ -81,20 +80,20 @@ __all__ = ["CmdOptions", "EXIT_OK", "EXIT_COMMAND_FAILED", "EXIT_ERROR", "main",
 
 @dataclass(frozen=True)
 class CmdOptions:
-    """What one ``callapi-cmd`` run does.
+    """What one C{callapi-cmd} run does.
 
-    :ivar method: the JSON-RPC method (case-sensitive, e.g. ``"CallHold"``).
-    :ivar params: the request's ``params`` object (includes ``cmd_id`` if set).
-    :ivar mi: OpenSIPS' mi_datagram socket, ``udp:HOST:PORT`` or ``unix:/path``.
-    :ivar events: the event socket to bind and advertise in
-        ``event_subscribe`` (``udp:IP:PORT``, ``unix:/path``), or ``None`` for
+    @ivar method: the JSON-RPC method (case-sensitive, e.g. C{"CallHold"}).
+    @ivar params: the request's C{params} object (includes C{cmd_id} if set).
+    @ivar mi: OpenSIPS' mi_datagram socket, C{udp:HOST:PORT} or C{unix:/path}.
+    @ivar events: the event socket to bind and advertise in
+        C{event_subscribe} (C{udp:IP:PORT}, C{unix:/path}), or C{None} for
         an ephemeral UDP port on the local address that reaches MI.
-    :ivar mi_timeout: seconds to wait for each MI reply.
-    :ivar timeout: seconds, from the start of the run to ``Ended``.
-    :ivar sip_uri: next hop for CallStart's INVITE (the daemon's ``--sip-uri``).
-    :ivar quiet: print nothing on stdout (errors still go to stderr).
-    :ivar json_output: print each relevant message as raw JSON instead.
-    :ivar verbose: write callapi's own log (debug level) to stderr.
+    @ivar mi_timeout: seconds to wait for each MI reply.
+    @ivar timeout: seconds, from the start of the run to C{Ended}.
+    @ivar sip_uri: next hop for CallStart's INVITE (the daemon's C{--sip-uri}).
+    @ivar quiet: print nothing on stdout (errors still go to stderr).
+    @ivar json_output: print each relevant message as raw JSON instead.
+    @ivar verbose: write callapi's own log (debug level) to stderr.
     """
 
     method: str
@@ -108,10 +107,19 @@ class CmdOptions:
     json_output: bool = False
     verbose: bool = False
 
+    def settings(self) -> Settings:
+        """
+        The daemon settings this run uses: C{mi}, C{events}, C{mi_timeout}
+        and C{sip_uri} from the command line, every other value the
+        daemon's default (L{callapi.settings.DEFAULTS}).
+        """
+        return attrs.evolve(DEFAULTS, mi=self.mi, events=self.events, mi_timeout=self.mi_timeout,
+                            commands=attrs.evolve(DEFAULTS.commands, next_hop=self.sip_uri))
 
-def _make_parser() -> _ArgumentParser:
-    """The command-line parser (``--help`` text included)."""
-    parser = _ArgumentParser(
+
+def _make_parser() -> ArgumentParser:
+    """The command-line parser (C{--help} text included)."""
+    parser = ArgumentParser(
         prog=PROG,
         description=(
             "Run one callapi command directly against OpenSIPS (no callapi "
@@ -131,10 +139,10 @@ def _make_parser() -> _ArgumentParser:
     parser.add_argument("--events", metavar="ADDRESS",
                         help="where OpenSIPS sends EVI events, udp:IP:PORT or unix:/path "
                              "(default: an ephemeral UDP port on the address that reaches MI)")
-    parser.add_argument("--mi-timeout", type=_positive_seconds, default=DEFAULT_MI_TIMEOUT,
+    parser.add_argument("--mi-timeout", type=positive_seconds, default=DEFAULT_MI_TIMEOUT,
                         metavar="SECONDS",
                         help=f"seconds to wait for each MI reply (default {DEFAULT_MI_TIMEOUT:g})")
-    parser.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT,
+    parser.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
                         metavar="SECONDS",
                         help="give up (exit 2) when Ended has not arrived after this many "
                              f"seconds (default {DEFAULT_TIMEOUT:g})")
@@ -157,12 +165,12 @@ def _make_parser() -> _ArgumentParser:
 def parse_args(argv: Sequence[str]) -> CmdOptions:
     """Parse the command line (without the program name).
 
-    Options may come before or after ``METHOD`` and the parameters.
-    ``--help`` and ``--version`` print and raise ``SystemExit(0)``.
+    Options may come before or after C{METHOD} and the parameters.
+    C{--help} and C{--version} print and raise C{SystemExit(0)}.
 
-    :raises UsageError: unknown option, missing METHOD, bad ``--mi`` /
-        ``--events`` address, bad ``--timeout`` / ``--mi-timeout``, bad
-        ``--sip-uri``, empty ``--cmd-id``, or a bad parameter.
+    @raise UsageError: unknown option, missing METHOD, bad C{--mi} /
+        C{--events} address, bad C{--timeout} / C{--mi-timeout}, bad
+        C{--sip-uri}, empty C{--cmd-id}, or a bad parameter.
     """
     ns = _make_parser().parse_intermixed_args(list(argv))
     if not ns.method:
@@ -196,20 +204,8 @@ def parse_args(argv: Sequence[str]) -> CmdOptions:
     )
 
 
-def _reprefixed(write: Callable[[str], None]) -> Callable[[str], None]:
-    """Let :class:`CommandSession`'s ``callapi-client:`` lines say ``callapi-cmd:``."""
-    prefix = CLIENT_PROG + ":"
-
-    def err(line: str) -> None:
-        if line.startswith(prefix):
-            line = PROG + ":" + line[len(prefix):]
-        write(line)
-
-    return err
-
-
 def _subscription_problem(service: OpenSIPSService) -> str | None:
-    """Why the first round of ``event_subscribe`` failed, or ``None``."""
+    """Why the first round of C{event_subscribe} failed, or C{None}."""
     subscriptions = service.subscriptions
     status = subscriptions.status if subscriptions is not None else {}
     events = subscriptions.events if subscriptions is not None else ()
@@ -233,33 +229,34 @@ async def run(
     """Run one command against OpenSIPS; return the exit code (0, 1 or 2).
 
     Never raises for network or OpenSIPS problems and never hangs: the
-    outcome is known after ``options.timeout`` seconds at the latest, then
+    outcome is known after C{options.timeout} seconds at the latest, then
     cleanup (aborting the command, unsubscribing: at most 2 s more) runs
     before it returns.  The reactor is left running.  While it runs, a
-    reactor shutdown (Ctrl-C, SIGTERM under ``react``) ends it with exit 2
+    reactor shutdown (Ctrl-C, SIGTERM under C{react}) ends it with exit 2
     and waits for the same cleanup.
 
-    :param reactor: provides ``IReactorUDP``, ``IReactorTime``,
-        ``IReactorCore`` (and ``IReactorUNIX*`` for ``unix:`` addresses).
-    :param stdout: where results go (default: ``sys.stdout`` at call time).
-    :param stderr: where problems go (default: ``sys.stderr`` at call time).
-    :param on_service: called with the started
-        :class:`~callapi.opensips.service.OpenSIPSService` (tests use it to learn
+    @param reactor: provides C{IReactorUDP}, C{IReactorTime},
+        C{IReactorCore} (and C{IReactorUNIX*} for C{unix:} addresses).
+    @param stdout: where results go (default: C{sys.stdout} at call time).
+    @param stderr: where problems go (default: C{sys.stderr} at call time).
+    @param on_service: called with the started
+        L{callapi.opensips.service.OpenSIPSService} (tests use it to learn
         the event socket).
     """
-    from callapi.rpc import CommandRunner, Session
-    from callapi.scenarios import Context, Settings
+    from callapi.core import build_opensips, build_runner
+    from callapi.rpc import Session
 
     where = f"OpenSIPS MI {options.mi}"
-    err = _reprefixed(_printer(sys.stderr if stderr is None else stderr))
+    err = printer(sys.stderr if stderr is None else stderr)
     session = CommandSession(
         where,
         options.method,
         options.params,
-        out=_printer(sys.stdout if stdout is None else stdout),
+        out=printer(sys.stdout if stdout is None else stdout),
         err=err,
         quiet=options.quiet,
         json_output=options.json_output,
+        prog=PROG,
     )
     decided: Deferred[int] = Deferred()
 
@@ -274,14 +271,10 @@ async def run(
             reactor.callLater(0, fire, code)
 
     try:
-        service = OpenSIPSService(reactor, options.mi, options.events,
-                                  mi_timeout=options.mi_timeout, event_expire=EVENT_EXPIRE)
+        service = build_opensips(options.settings(), reactor)
     except AddressError as e:
         return session.connection_failed(str(e))
-    # the same MINames object the service updates from the proxy's "which"
-    ctx = Context(mi=service.mi, events=service.hub, clock=reactor, names=service.names,
-                  settings=Settings(next_hop=options.sip_uri))
-    runner = CommandRunner(ctx)
+    runner = build_runner(options.settings(), service, reactor)
     rpc: list[Session] = []
     cleaned: Deferred[None] = Deferred()
 
@@ -338,7 +331,7 @@ async def run(
 
 
 def _log_to_stderr() -> None:
-    """``--verbose``: callapi's log, debug level and up, on stderr."""
+    """C{--verbose}: callapi's log, debug level and up, on stderr."""
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from callapi.logging import set_level
@@ -349,11 +342,11 @@ def _log_to_stderr() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Console entry point (``callapi-cmd``, ``python -m callapi.cli.cmd``).
+    """Console entry point (C{callapi-cmd}, C{python -m callapi.cli.cmd}).
 
-    :param argv: arguments without the program name (default ``sys.argv[1:]``).
-    :raises SystemExit: always, with the exit code (2 and one stderr line for
-        a usage error; 0 for ``--help``).
+    @param argv: arguments without the program name (default C{sys.argv[1:]}).
+    @raise SystemExit: always, with the exit code (2 and one stderr line for
+        a usage error; 0 for C{--help}).
     """
     try:
         options = parse_args(sys.argv[1:] if argv is None else argv)

@@ -44,7 +44,6 @@ standalone (L{callapi.emulator.cli})::
 from __future__ import annotations
 
 import collections
-import importlib
 import json
 import random
 from collections.abc import Callable
@@ -478,25 +477,3 @@ class OpenSIPSEmulator:
 def add_default_phones(emulator: OpenSIPSEmulator) -> None:
     """Same as L{OpenSIPSEmulator.add_default_phones} (idempotent)."""
     emulator.add_default_phones()
-
-
-#: Names other code imported from this module before the split, and where
-#: they live now.  Import them from L{callapi.emulator} (or the module named
-#: here) instead; this table goes once no caller uses it.
-_MOVED = {
-    "EMULATOR_BANNER": ("sockets", "EMULATOR_BANNER"),
-    "RunningEmulator": ("sockets", "RunningEmulator"),
-    "start_emulator": ("sockets", "start_emulator"),
-    "_MIProtocol": ("sockets", "MIProtocol"),
-    "_EventSender": ("sockets", "EventSender"),
-    "main": ("cli", "main"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The names of L{_MOVED}, imported on first use (the modules that
-    define them import this one)."""
-    if name in _MOVED:
-        module, attribute = _MOVED[name]
-        return getattr(importlib.import_module(f"callapi.emulator.{module}"), attribute)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

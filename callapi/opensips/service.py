@@ -16,22 +16,19 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import socket
 import tempfile
 from typing import Any
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
 from callapi.logging import logger
 
-from callapi.opensips.events import EventHub, EventReceiverProtocol, SubscriptionManager
+from callapi.opensips.events import EventHub, EventReceiverProtocol
+from callapi.opensips.subscriptions import SubscriptionManager
 from callapi.opensips.mi import MAX_DATAGRAM, MIClientProtocol
 from callapi.opensips.addresses import (
-    AddressError,
-    DatagramAddress,
     local_address_towards,
     parse_address,
     resolve_ipv4,
@@ -82,10 +79,16 @@ class OpenSIPSService(Service):
 
     _log = logger()
 
-    def __init__(self, reactor: Any, mi_address: str, events_address: str | None = None,
-                 mi_timeout: float = 5.0, event_expire: int = 120,
-                 names: Any = None, events_from: tuple[str, ...] = ()) -> None:
+    def __init__(self, reactor: Any, mi_address: str, events_address: str | None = None, *,
+                 mi_timeout: float, event_expire: int,
+                 names: MINames | None = None, events_from: tuple[str, ...] = ()) -> None:
         """
+        @param mi_address: OpenSIPS' mi_datagram socket (module docstring).
+        @param events_address: the event socket to bind, or C{None}.
+        @param mi_timeout: seconds to wait for each MI reply.
+        @param event_expire: C{event_subscribe} expire, seconds.
+        @param names: the MI names to use and update from C{which}.
+        @param events_from: extra IPs events may come from (C{--events-from}).
         @raise AddressError: for an address that cannot be parsed.
         """
         self._reactor = reactor
@@ -173,47 +176,8 @@ class OpenSIPSService(Service):
         self._log.info("MI requests go to {mi}; events are received on {events}",
                        mi=str(mi), events=self.event_socket)
         self.subscriptions = SubscriptionManager(
-            reactor, self.mi, self.event_socket, expire=self.event_expire,
-            subscribe_method=self.names.subscribe)
-        self.subscriptions.before_round = self._detect_if_unknown
+            reactor, self.mi, self.event_socket, expire=self.event_expire, names=self.names)
         self.subscriptions.start().chainDeferred(self.subscribed)
-
-    def _detect_if_unknown(self) -> Deferred[None]:
-        """
-        Before each subscription round: learn the MI names if not known yet
-        (OpenSIPS was down at start-up), and subscribe with the right name.
-        """
-        if self.names.family:
-            return succeed(None)
-
-        def use_names(_: Any) -> None:
-            if self.subscriptions is not None:
-                self.subscriptions.subscribe_method = self.names.subscribe
-
-        return self._detect().addCallback(use_names)
-
-    def _detect(self) -> Deferred[None]:
-        """
-        Ask the proxy which MI commands it has (C{which}) and pick the names
-        to use; on failure keep the 3.x names (4.0 accepts them as aliases).
-        """
-        def got(commands: Any) -> None:
-            if not isinstance(commands, list):
-                self._log.warn("unexpected which reply {reply!r}; using 3.x MI names", reply=commands)
-                return
-            self.names.use([c for c in commands if isinstance(c, str)])
-            missing = self.names.missing(commands)
-            self._log.info("OpenSIPS MI names: {family} style; per-leg hold {per_leg}",
-                           family=self.names.family, per_leg=self.names.per_leg_hold)
-            if missing:
-                self._log.error("OpenSIPS lacks MI commands {missing}: load the tm, dialog and "
-                                "callops modules", missing=", ".join(missing))
-
-        def failed(reason: Any) -> None:
-            self._log.warn("cannot ask OpenSIPS which MI commands it has ({error}); "
-                           "using the 3.x names", error=str(reason.value))
-
-        return self.mi.call("which").addCallbacks(got, failed)
 
     def stopService(self) -> Deferred[None]:
         """

@@ -2,7 +2,7 @@
 The harness of the end-to-end tests: the real daemon service tree
 (L{callapi.tap.makeService}: WebSocket server, MI socket, event socket,
 subscriptions) started in-process over loopback sockets on ephemeral ports,
-against the OpenSIPS emulator (L{callapi.emulator.core.start_emulator}) or
+against the OpenSIPS emulator (L{callapi.emulator.start_emulator}) or
 against any OpenSIPS MI address; WebSocket clients of it
 (L{callapi.testing.wsclient}); a stop that closes everything; and the check
 that nothing was left running, registered or pending.
@@ -29,7 +29,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from callapi.emulator.core import OpenSIPSEmulator, RunningEmulator, start_emulator
+from callapi.emulator import OpenSIPSEmulator, RunningEmulator, start_emulator
 from callapi.opensips.service import OpenSIPSService
 from callapi.rpc import CommandRunner
 from callapi.tap import Options, makeService
@@ -85,10 +85,8 @@ async def websocket_port(top: MultiService) -> int:
     The TCP port the started service tree's WebSocket server listens on,
     once it listens.
     """
-    # The one line to change once the WebSocket service has a public
-    # when_listening(): port = await top.getServiceNamed("websocket").when_listening()
     websocket: Any = top.getServiceNamed("websocket")
-    port = await websocket._waitingForPort
+    port = await websocket.when_listening()
     return int(port.getHost().port)
 
 

@@ -93,7 +93,7 @@ def opensips_setup() -> Iterator[OpenSIPSSetup]:
         return
     from twisted.internet import reactor
 
-    from callapi.emulator.core import start_emulator
+    from callapi.emulator import start_emulator
 
     running = start_emulator(
         reactor, delay_scale=float(_env("CALLAPI_TEST_EMULATOR_DELAY_SCALE") or 0.05),
@@ -185,7 +185,7 @@ class Daemon:
         top = makeService(options, reactor)
         top.startService()
         try:
-            port = (await top.getServiceNamed("websocket")._waitingForPort).getHost().port
+            port = (await top.getServiceNamed("websocket").when_listening()).getHost().port
             opensips = top.getServiceNamed("opensips")
             await within(reactor, opensips.subscribed, 30, f"subscribing to events at {setup.mi}")
             status = opensips.subscriptions.status
