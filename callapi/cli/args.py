@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 EXIT_OK = 0
@@ -117,3 +118,38 @@ def printer(stream: TextIO) -> Callable[[str], None]:
         print(line, file=stream, flush=True)
 
     return write
+
+
+def run_program(prog: str, argv: Sequence[str] | None,
+                parse_args: Callable[[Sequence[str]], Any],
+                run: Callable[[Any, Any], Awaitable[int]],
+                prepare: Callable[[Any], None] | None = None) -> NoReturn:
+    """
+    The body of a console entry point: parse the arguments, run the
+    program's coroutine under L{twisted.internet.task.react}, exit with its
+    code.
+
+    @param prog: the program name for the one-line usage error.
+    @param argv: arguments without the program name (default C{sys.argv[1:]}).
+    @param parse_args: arguments -> options; raises L{UsageError}.
+    @param run: C{(reactor, options)} -> the exit code.
+    @param prepare: called with the options before the reactor runs (e.g.
+        to start logging), or C{None}.
+    @raise SystemExit: always, with the exit code (2 and one stderr line
+        for a usage error; 0 for C{--help}).
+    """
+    try:
+        options = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        print(f"{prog}: error: {e} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from None
+
+    from twisted.internet.task import react
+
+    if prepare is not None:
+        prepare(options)
+
+    async def _main(reactor: Any) -> None:
+        raise SystemExit(await run(reactor, options))
+
+    react(_main)

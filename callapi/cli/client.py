@@ -64,6 +64,7 @@ from callapi.cli.args import (
     parse_params,
     positive_seconds,
     printer,
+    run_program,
 )
 from callapi.cli.session import CommandSession
 
@@ -375,18 +376,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     @raise SystemExit: always, with the exit code (2 and one stderr line for
         a usage error; 0 for C{--help}).
     """
-    try:
-        options = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as e:
-        print(f"{PROG}: error: {e} (see --help)", file=sys.stderr)
-        raise SystemExit(EXIT_ERROR) from None
-
-    from twisted.internet.task import react
-
-    async def _main(reactor: Any) -> None:
-        raise SystemExit(await run(reactor, options))
-
-    react(_main)
+    run_program(PROG, argv, parse_args, run)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ from callapi.cli.args import (
     parse_params,
     positive_seconds,
     printer,
+    run_program,
 )
 from callapi.cli.session import CommandSession
 from callapi.opensips.addresses import AddressError, parse_address
@@ -330,8 +331,10 @@ async def run(
     return code
 
 
-def _log_to_stderr() -> None:
+def _prepare(options: CmdOptions) -> None:
     """C{--verbose}: callapi's log, debug level and up, on stderr."""
+    if not options.verbose:
+        return
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from callapi.logging import set_level
@@ -348,21 +351,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     @raise SystemExit: always, with the exit code (2 and one stderr line for
         a usage error; 0 for C{--help}).
     """
-    try:
-        options = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as e:
-        print(f"{PROG}: error: {e} (see --help)", file=sys.stderr)
-        raise SystemExit(EXIT_ERROR) from None
-
-    from twisted.internet.task import react
-
-    if options.verbose:
-        _log_to_stderr()
-
-    async def _main(reactor: Any) -> None:
-        raise SystemExit(await run(reactor, options))
-
-    react(_main)
+    run_program(PROG, argv, parse_args, run, prepare=_prepare)
 
 
 if __name__ == "__main__":
