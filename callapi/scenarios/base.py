@@ -7,7 +7,7 @@ command creates is owned by it and released exactly once when it ends.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
@@ -22,6 +22,9 @@ from callapi.opensips.dialog import (
     parse_transfer)
 from callapi.opensips.names import MINames
 from callapi.scenarios.machine import Machine
+
+#: A typed EVI input (L{callapi.opensips.dialog}).
+_E = TypeVar("_E")
 
 
 @attrs.define
@@ -333,34 +336,34 @@ class Command:
         Register for E_DLG_STATE_CHANGED of C{callid}, as typed events
         (malformed ones are dropped by L{parse_dialog_state_changed}).
         """
-        def typed(params: dict[str, Any]) -> None:
-            event = parse_dialog_state_changed(params)
-            if event is not None:
-                handler(event)
-
-        self.listen("E_DLG_STATE_CHANGED", callid, typed)
+        self._listen_typed("E_DLG_STATE_CHANGED", callid, parse_dialog_state_changed, handler)
 
     def listen_transfers(self, callid: str, handler: Callable[[TransferEvent], None]) -> None:
         """
         Register for E_CALL_TRANSFER of C{callid}, as typed events.
         """
-        def typed(params: dict[str, Any]) -> None:
-            event = parse_transfer(params)
-            if event is not None:
-                handler(event)
-
-        self.listen("E_CALL_TRANSFER", callid, typed)
+        self._listen_typed("E_CALL_TRANSFER", callid, parse_transfer, handler)
 
     def listen_hold(self, callid: str, handler: Callable[[HoldEvent], None]) -> None:
         """
         Register for E_CALL_HOLD of C{callid}, as typed events.
         """
-        def typed(params: dict[str, Any]) -> None:
-            event = parse_hold(params)
-            if event is not None:
-                handler(event)
+        self._listen_typed("E_CALL_HOLD", callid, parse_hold, handler)
 
-        self.listen("E_CALL_HOLD", callid, typed)
+    def _listen_typed(self, event: str, callid: str, parse: Callable[[dict[str, Any]], _E | None],
+                      handler: Callable[[_E], None]) -> None:
+        """
+        Register for C{event} of C{callid}; each params dict is parsed into
+        its typed input (L{callapi.opensips.dialog}) and a malformed one,
+        which C{parse} logged and turned into C{None}, never reaches
+        C{handler}.
+        """
+        def typed(params: dict[str, Any]) -> None:
+            parsed = parse(params)
+            if parsed is not None:
+                handler(parsed)
+
+        self.listen(event, callid, typed)
 
     def call_later(self, delay: float, f: Callable[..., None], *args: Any) -> IDelayedCall:
         """
