@@ -9,6 +9,8 @@ Usage: C{python -m callapi.scenarios.docs > docs/scenarios.md}.
 from __future__ import annotations
 
 import enum
+import inspect
+import re
 import sys
 
 from callapi.scenarios.call_start import CALL_START_FLOW
@@ -47,14 +49,33 @@ def _phases(flow: Flow[enum.Enum]) -> str:
     return "\n".join(lines)
 
 
+def _member_comments(phases: type[enum.Enum]) -> dict[str, str]:
+    """
+    The C{#:} comment lines written above each member of an enum class in
+    its source, joined: C{{member name: text}}.
+    """
+    comments: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(phases).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        member = re.match(r"([A-Z_][A-Z0-9_]*)\s*=", stripped)
+        if member and pending:
+            comments[member.group(1)] = " ".join(pending)
+        pending = []
+    return comments
+
+
 def _phase_doc(flow: Flow[enum.Enum], phase: enum.Enum) -> str:
-    if phase is flow.initial and phase is not flow.terminal:
-        prefix = "initial"
-    elif phase is flow.terminal:
+    if phase is flow.terminal:
         return "terminal: absorbs every input"
-    else:
-        prefix = ""
-    return prefix
+    text = _member_comments(flow.phases).get(phase.name, "")
+    text = re.sub(r"[CL]\{([^}]*)\}", r"`\1`", text)
+    if phase is flow.initial:
+        return f"initial; {text}" if text else "initial"
+    return text
 
 
 def render() -> str:
