@@ -7,8 +7,8 @@ Two families:
     OpenSIPS Management Interface client and end a running command with an
     C{Error} notification whose C{data} is L{error_text}.
   - L{RPCError} is raised before a command starts and becomes a JSON-RPC
-    error response (codes from JSON-RPC 2.0 section 5.1; see PROTOCOL.md
-    section 1).
+    error response (codes from JSON-RPC 2.0 section 5.1; see docs/protocol.md,
+    "JSON-RPC error codes").
 """
 
 from __future__ import annotations

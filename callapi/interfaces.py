@@ -93,7 +93,7 @@ class INotificationSink(Interface):
     Where a running command reports its progress: in production the client's
     WebSocket session, which turns each call into a JSON-RPC notification
     C{{"jsonrpc": "2.0", "method": <command>, "params": {"cmd_id", "event",
-    "data"}}} (PROTOCOL.md section 1).
+    "data"}}} (docs/protocol.md, "Messages").
     """
 
     def notify(method: str, cmd_id: str, event: str, data: Any = None) -> None:

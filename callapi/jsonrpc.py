@@ -2,7 +2,7 @@
 JSON-RPC 2.0 message parsing, validation and building (no Twisted here).
 
 Follows the JSON-RPC 2.0 specification (https://www.jsonrpc.org/specification)
-and PROTOCOL.md section 1.  Used for the client API; the MI side has its own
+and docs/protocol.md, "Messages".  Used for the client API; the MI side has its own
 encoder in L{callapi.opensips.mi} because OpenSIPS has its own quirks.
 """
 
@@ -224,7 +224,7 @@ def error(request_id: Any, err: RPCError) -> dict[str, Any]:
 
 def notification(method: str, cmd_id: str, event: str, data: Any = None) -> dict[str, Any]:
     """
-    A command progress notification (PROTOCOL.md section 1):
+    A command progress notification (docs/protocol.md, "Messages"):
     C{{"jsonrpc": "2.0", "method": <command>, "params": {"cmd_id", "event"[, "data"]}}}.
 
     @param data: a JSON object or string; C{None} omits the member (always

@@ -1,6 +1,6 @@
 """
 Per-client JSON-RPC sessions: request dispatch, cmd_id handling, and the
-ordering guarantee of PROTOCOL.md section 1 (the C{Started} result of a
+ordering guarantee of docs/protocol.md, "Messages" (the C{Started} result of a
 command is written before any notification of it).  No Autobahn here: the
 WebSocket shell (L{callapi.ws}) hands text in and takes text out.
 """

@@ -1,7 +1,7 @@
 """
 Shared pytest fixtures.
 
-pytest-twisted has no C{reactor} fixture (HOUSE-STYLE, "Pitfalls"); the one
+pytest-twisted has no C{reactor} fixture (docs/testing.md, "Pitfalls"); the one
 below returns the reactor pytest-twisted runs, for end-to-end tests.  Unit
 tests use a L{Clock} instead and never touch it.
 """

@@ -2,7 +2,7 @@
 L{callapi.config} (the Go tool's call-api.yml keys) and L{callapi.tap}
 (C{Options} and the unstarted service tree of C{makeService}).
 
-No service is started: C{MemoryReactor} has no C{listenUDP} (HOUSE-STYLE,
+No service is started: C{MemoryReactor} has no C{listenUDP} (docs/testing.md,
 "Pitfalls"), so the tree is only walked.
 """
 

@@ -1,6 +1,6 @@
 """
 L{callapi.jsonrpc}: parsing and validating client messages, building
-responses (JSON-RPC 2.0 specification; PROTOCOL.md section 1).
+responses (JSON-RPC 2.0 specification; docs/protocol.md).
 
 The session-level behaviour (which response is written when) is in
 C{test_rpc_session.py}; this file pins the pure functions.

@@ -3,7 +3,7 @@ The OpenSIPS side of the daemon as one service: the MI socket, the EVI event
 socket and the event subscriptions, started and stopped in the right order
 (unsubscribe while the MI socket still works).
 
-Address forms (PROTOCOL.md section 2):
+Address forms (docs/configuration.md, "Addresses"):
   - MI: C{udp:HOST:PORT} (or the Go tool's bare C{HOST:PORT}) or
     C{unix:/path/to/socket} (mi_datagram's unix datagram socket).
   - Events: C{udp:IP:PORT} (C{PORT} may be 0), C{unix:/path}, or C{None}

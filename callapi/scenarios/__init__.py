@@ -1,6 +1,6 @@
 """
 The commands callapi offers, one module each, and the registry that maps a
-JSON-RPC method name (case-sensitive, PROTOCOL.md section 1) to its class.
+JSON-RPC method name (case-sensitive, docs/protocol.md) to its class.
 
 Every command class has C{method}, a static C{check(params) -> params} that
 raises L{callapi.errors.RPCError} -32602 for bad input (so that no MI request
