@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import IO, Any, cast
 
 from constantly import NamedConstant
-
 from twisted.application.service import Service
 from twisted.logger import (
-    Logger,
     FilteringLogObserver,
     ILogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogPublisher,
@@ -76,7 +75,8 @@ class _Levels(LogLevelFilterPredicate):
         except KeyError:
             minimum = self.logLevelForNamespace(namespace)
             muted = self._muted[namespace] = frozenset(
-                level for level in LogLevel.iterconstants() if level < minimum)
+                level for level in LogLevel.iterconstants() if level < minimum
+            )
             return muted
 
     def setLogLevelForNamespace(self, namespace: str, level: NamedConstant) -> None:

@@ -49,8 +49,10 @@ def test_default_level_is_info(events: list[dict[str, Any]]) -> None:
     assert events[0]["log_namespace"] == f"{__name__}.Chatty"
 
 
-@pytest.mark.parametrize("level, expected", [
-    ("debug", [1, 2, 3, 4]), ("info", [2, 3, 4]), ("warn", [3, 4]), ("error", [4]), ("critical", [])])
+@pytest.mark.parametrize(
+    "level, expected",
+    [("debug", [1, 2, 3, 4]), ("info", [2, 3, 4]), ("warn", [3, 4]), ("error", [4]), ("critical", [])],
+)
 def test_set_level_filters(events: list[dict[str, Any]], level: str, expected: list[int]) -> None:
     set_level(level)
     Chatty().speak()
@@ -75,11 +77,11 @@ def test_namespace_level_set_on_levels_applies(events: list[dict[str, Any]]) -> 
     assert [e["n"] for e in events] == [4, 5]
 
 
-def test_below_level_builds_no_event(monkeypatch: pytest.MonkeyPatch,
-                                     events: list[dict[str, Any]]) -> None:
+def test_below_level_builds_no_event(monkeypatch: pytest.MonkeyPatch, events: list[dict[str, Any]]) -> None:
     built: list[str] = []
-    monkeypatch.setattr(callapi_logging.Logger, "emit",
-                        lambda self, level, format=None, **kw: built.append(level.name))
+    monkeypatch.setattr(
+        callapi_logging.Logger, "emit", lambda self, level, format=None, **kw: built.append(level.name)
+    )
     log = logger("callapi.test.cheap")
     log.debug("x")
     log.info("y")

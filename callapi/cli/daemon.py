@@ -33,7 +33,8 @@ PLUGIN = "callapi"
 #: command does not depend on Twisted's plugin scan (C{dropin.cache}, the
 #: layout of C{sys.path}) finding C{twisted/plugins/callapi_plugin.py}.
 SERVICE_MAKER = ServiceMaker(
-    PLUGIN, "callapi.tap", "Control SIP calls through OpenSIPS over WebSocket JSON-RPC", PLUGIN)
+    PLUGIN, "callapi.tap", "Control SIP calls through OpenSIPS over WebSocket JSON-RPC", PLUGIN
+)
 
 
 def server_options(prog: str = "callapi") -> usage.Options:
