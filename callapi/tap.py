@@ -125,6 +125,15 @@ class Options(usage.Options):
         ["manhole-allow-remote", None, "allow the manhole to bind a non-loopback address"],
     ]
 
+    def opt_version(self) -> None:
+        """
+        Print callapi's version (then Twisted's, Autobahn's, Python's) and exit.
+        """
+        from callapi import version_text
+
+        print(version_text())
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         try:
             self.resolve()
