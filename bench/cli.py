@@ -27,49 +27,95 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """
     p = argparse.ArgumentParser(
         prog="bench/bench.py",
-        description="Benchmark the callapi daemon against the OpenSIPS emulator (127.0.0.1 only).")
+        description="Benchmark the callapi daemon against the OpenSIPS emulator (127.0.0.1 only).",
+    )
     p.add_argument("--scenario", choices=SCENARIOS + ("all",), default="all")
     p.add_argument("--clients", type=int, default=100, help="concurrent WebSocket clients (echo, hold)")
-    p.add_argument("--depth", type=int, default=1,
-                   help="commands in flight per client (pipeline depth); hold uses one call per slot")
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=1,
+        help="commands in flight per client (pipeline depth); hold uses one call per slot",
+    )
     run = p.add_mutually_exclusive_group()
-    run.add_argument("--duration", type=float, default=None,
-                     help="measured seconds per load scenario, after --warmup [default 15]")
-    run.add_argument("--commands", type=int, default=None,
-                     help="run this many commands per load scenario instead of a duration")
+    run.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="measured seconds per load scenario, after --warmup [default 15]",
+    )
+    run.add_argument(
+        "--commands",
+        type=int,
+        default=None,
+        help="run this many commands per load scenario instead of a duration",
+    )
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
-    p.add_argument("--blind-spare-calls", type=int, default=100,
-                   help="blind: emulator calls beyond one per slot, for slots whose transfer "
-                        "failed (a failed transfer leaves no new call to go on with)")
+    p.add_argument(
+        "--blind-spare-calls",
+        type=int,
+        default=100,
+        help="blind: emulator calls beyond one per slot, for slots whose transfer "
+        "failed (a failed transfer leaves no new call to go on with)",
+    )
     p.add_argument("--idle-clients", type=int, default=10000)
-    p.add_argument("--idle-check", type=int, default=100,
-                   help="Echo on this many of the idle connections afterwards (liveness)")
+    p.add_argument(
+        "--idle-check",
+        type=int,
+        default=100,
+        help="Echo on this many of the idle connections afterwards (liveness)",
+    )
     p.add_argument("--client-procs", type=int, default=1, help="load generator processes")
-    p.add_argument("--client", choices=("raw", "autobahn"), default="raw",
-                   help="client WebSocket implementation: a minimal RFC 6455 client "
-                        "(default, cheap) or Autobahn's")
-    p.add_argument("--hang-timeout", type=float, default=10.0,
-                   help="a command without Ended after this many seconds counts as hung")
+    p.add_argument(
+        "--client",
+        choices=("raw", "autobahn"),
+        default="raw",
+        help="client WebSocket implementation: a minimal RFC 6455 client (default, cheap) or Autobahn's",
+    )
+    p.add_argument(
+        "--hang-timeout",
+        type=float,
+        default=10.0,
+        help="a command without Ended after this many seconds counts as hung",
+    )
     p.add_argument("--connect-timeout", type=float, default=90.0)
-    p.add_argument("--connect-concurrency", type=int, default=200,
-                   help="WebSocket handshakes in flight per client process")
-    p.add_argument("--daemon-log-level", default="info",
-                   choices=("debug", "info", "warn", "error", "critical"),
-                   help="twist --log-level of the daemon [default info, as deployed]")
-    p.add_argument("--daemon-wrapper", metavar="SCRIPT",
-                   help="run the daemon as 'python SCRIPT <twist arguments>' instead of "
-                        "'python -m twisted ...' (to try a monkeypatched fix without editing "
-                        "the daemon; SCRIPT must end by running twist, see bench/README.md)")
-    p.add_argument("--source", metavar="DIR", default=REPO,
-                   help="run the daemon and the emulator from this callapi source tree "
-                        "(PYTHONPATH=DIR), e.g. a 'git worktree' of an older commit, to compare "
-                        "[default: this repository]")
+    p.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=200,
+        help="WebSocket handshakes in flight per client process",
+    )
+    p.add_argument(
+        "--daemon-log-level",
+        default="info",
+        choices=("debug", "info", "warn", "error", "critical"),
+        help="twist --log-level of the daemon [default info, as deployed]",
+    )
+    p.add_argument(
+        "--daemon-wrapper",
+        metavar="SCRIPT",
+        help="run the daemon as 'python SCRIPT <twist arguments>' instead of "
+        "'python -m twisted ...' (to try a monkeypatched fix without editing "
+        "the daemon; SCRIPT must end by running twist, see bench/README.md)",
+    )
+    p.add_argument(
+        "--source",
+        metavar="DIR",
+        default=REPO,
+        help="run the daemon and the emulator from this callapi source tree "
+        "(PYTHONPATH=DIR), e.g. a 'git worktree' of an older commit, to compare "
+        "[default: this repository]",
+    )
     # obsolete since the emulator purges ended dialogs in O(1) itself (99bb0a1);
     # accepted so that old command lines still run
     p.add_argument("--emulator-fast-purge", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--path", default="/call-api")
-    p.add_argument("--max-runtime", type=float, default=None,
-                   help="hard limit for the whole run, seconds [default: from the scenarios]")
+    p.add_argument(
+        "--max-runtime",
+        type=float,
+        default=None,
+        help="hard limit for the whole run, seconds [default: from the scenarios]",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--keep-logs", action="store_true", help="keep the process logs (path on stderr)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -93,8 +139,6 @@ class _Deadline(Exception):
     """
     C{--max-runtime} passed (raised from the SIGALRM handler).
     """
-
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.alarm(0)
     ok = [r for r in results if "failed" not in r]
     if args.json:
-        print(json.dumps({"machine": info, "command": " ".join(["bench/bench.py", *argv]),
-                          "results": results}, indent=2))
+        print(
+            json.dumps(
+                {"machine": info, "command": " ".join(["bench/bench.py", *argv]), "results": results},
+                indent=2,
+            )
+        )
     else:
         print(format_table(ok, info, ["bench/bench.py", *argv]))
         for r in results:

@@ -77,8 +77,9 @@ class InFlight:
         self.cleanup = cleanup
 
 
-_CALLSTART_PARAMS = json.dumps({"caller": CALLSTART_CALLER, "callee": CALLSTART_CALLEE},
-                               separators=(",", ":"))
+_CALLSTART_PARAMS = json.dumps(
+    {"caller": CALLSTART_CALLER, "callee": CALLSTART_CALLEE}, separators=(",", ":")
+)
 
 
 class LoadConnection:
@@ -117,7 +118,9 @@ class LoadConnection:
             cleanup = True
         elif method == "CallBlindTransfer":
             params = '{"callid":%s,"leg":"callee","destination":%s}' % (
-                json.dumps(slot.callid), json.dumps(BLIND_DESTINATION))
+                json.dumps(slot.callid),
+                json.dumps(BLIND_DESTINATION),
+            )
         else:
             raise AssertionError(method)
         message = '{"jsonrpc":"2.0","id":%d,"method":"%s","params":%s}' % (request_id, method, params)
@@ -257,9 +260,15 @@ class Load:
                 at = flight.success or now
             else:
                 counts, at = True, now
-            self.samples.append((at, started - flight.sent,
-                                 flight.success - flight.sent if flight.success else -1.0,
-                                 now - flight.sent, counts))
+            self.samples.append(
+                (
+                    at,
+                    started - flight.sent,
+                    flight.success - flight.sent if flight.success else -1.0,
+                    now - flight.sent,
+                    counts,
+                )
+            )
         self._advance(flight)
         self._next(flight.slot)
 
@@ -318,8 +327,11 @@ class Load:
         if not self.issuing:
             return True
         # every blind slot ran out of calls
-        return all(slot.next_method == "CallBlindTransfer" and slot.callid is None
-                   for conn in self.connections for slot in conn.slots)
+        return all(
+            slot.next_method == "CallBlindTransfer" and slot.callid is None
+            for conn in self.connections
+            for slot in conn.slots
+        )
 
     def sweep(self) -> None:
         """
@@ -423,4 +435,3 @@ class Load:
         text = text[:200]
         if text in self.error_kinds or len(self.error_kinds) < 20:
             self.error_kinds[text] = self.error_kinds.get(text, 0) + 1
-

@@ -108,16 +108,16 @@ class Source:
         """
         self.root = os.path.abspath(root)
         if not os.path.exists(os.path.join(self.root, "twisted", "plugins", "callapi_plugin.py")):
-            raise BenchError(f"{self.root}: not a callapi source tree "
-                             "(no twisted/plugins/callapi_plugin.py)")
+            raise BenchError(f"{self.root}: not a callapi source tree (no twisted/plugins/callapi_plugin.py)")
         for name in EMULATOR_MODULES:
             path = os.path.join(self.root, *name.split("."))
             if os.path.exists(os.path.join(path, "__main__.py")) or os.path.exists(path + ".py"):
                 self.emulator_module = name
                 break
         else:
-            raise BenchError(f"{self.root}: no OpenSIPS emulator (looked for "
-                             + ", ".join(EMULATOR_MODULES) + ")")
+            raise BenchError(
+                f"{self.root}: no OpenSIPS emulator (looked for " + ", ".join(EMULATOR_MODULES) + ")"
+            )
 
 
 class LineReader:
@@ -166,8 +166,9 @@ class Processes:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, str] = {}
 
-    def spawn(self, name: str, argv: list[str], *, log: bool = True,
-              pipes: bool = False) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, argv: list[str], *, log: bool = True, pipes: bool = False
+    ) -> subprocess.Popen[bytes]:
         """
         Start C{argv} in the source tree, registered as C{name}.
 
@@ -185,9 +186,16 @@ class Processes:
             logf = open(path, "ab")
             stderr = logf
             stdout = subprocess.PIPE if pipes else logf
-        proc = subprocess.Popen(argv, cwd=self.source.root, env=env, stdout=stdout, stderr=stderr,
-                                stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent, close_fds=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.source.root,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            close_fds=True,
+        )
         if log:
             logf.close()
         self.procs[name] = proc
@@ -304,9 +312,20 @@ def start_emulator(procs: Processes, calls: int, deadline: float) -> tuple[str, 
     @return: (MI address C{udp:127.0.0.1:PORT}, Call-IDs).
     @raise BenchError: it exited, or was not ready by C{deadline}.
     """
-    proc = procs.spawn("emulator", [sys.executable, "-m", procs.source.emulator_module,
-                                    "--mi", "udp:127.0.0.1:0", "--delay-scale", "0",
-                                    "--demo-calls", str(calls)])
+    proc = procs.spawn(
+        "emulator",
+        [
+            sys.executable,
+            "-m",
+            procs.source.emulator_module,
+            "--mi",
+            "udp:127.0.0.1:0",
+            "--delay-scale",
+            "0",
+            "--demo-calls",
+            str(calls),
+        ],
+    )
     mi_re = re.compile(r"MI on (udp:127\.0\.0\.1:\d+)")
     call_re = re.compile(r"demo call \S+ -> \S+: Call-ID (\S+)")
     mi, callids = None, []
@@ -329,12 +348,12 @@ def start_emulator(procs: Processes, calls: int, deadline: float) -> tuple[str, 
         if mi is not None and len(callids) >= calls:
             return mi, callids
         time.sleep(0.05)
-    raise BenchError(f"emulator not ready (MI {mi}, {len(callids)}/{calls} calls):\n"
-                     f"{procs.tail('emulator')}")
+    raise BenchError(f"emulator not ready (MI {mi}, {len(callids)}/{calls} calls):\n{procs.tail('emulator')}")
 
 
-def start_daemon(procs: Processes, mi: str, args: argparse.Namespace,
-                 deadline: float) -> tuple[subprocess.Popen[bytes], int]:
+def start_daemon(
+    procs: Processes, mi: str, args: argparse.Namespace, deadline: float
+) -> tuple[subprocess.Popen[bytes], int]:
     """
     Start C{python -m twisted callapi} (or C{--daemon-wrapper}) on a free port
     (retrying if another process took it first) and wait until a WebSocket
@@ -348,10 +367,25 @@ def start_daemon(procs: Processes, mi: str, args: argparse.Namespace,
         port = free_port()
         logfile = os.path.join(procs.tmpdir, f"daemon-{attempt}.log")
         runner = [args.daemon_wrapper] if args.daemon_wrapper else ["-m", "twisted"]
-        argv = [sys.executable, *runner, "--log-format", "text",
-                "--log-file", logfile, "--log-level", args.daemon_log_level,
-                "callapi", "--listen", f"tcp:{port}:interface=127.0.0.1", "--mi", mi,
-                "--path", args.path, "--log-level", args.daemon_log_level]
+        argv = [
+            sys.executable,
+            *runner,
+            "--log-format",
+            "text",
+            "--log-file",
+            logfile,
+            "--log-level",
+            args.daemon_log_level,
+            "callapi",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--mi",
+            mi,
+            "--path",
+            args.path,
+            "--log-level",
+            args.daemon_log_level,
+        ]
         proc = procs.spawn("daemon", argv)
         procs.logs["daemon-twist"] = logfile
         while time.monotonic() < deadline:
@@ -408,8 +442,7 @@ class Workers:
             path = os.path.join(procs.tmpdir, f"worker{i}.cfg.json")
             with open(path, "w") as f:
                 json.dump(cfg, f)
-            proc = procs.spawn(f"worker{i}", [sys.executable, BENCH_SCRIPT, "--worker", path],
-                               pipes=True)
+            proc = procs.spawn(f"worker{i}", [sys.executable, BENCH_SCRIPT, "--worker", path], pipes=True)
             self.children.append(proc)
             self.readers.append(LineReader(proc.stdout))
 
@@ -433,8 +466,10 @@ class Workers:
         while waiting:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BenchError(f"workers {sorted(waiting)} did not say {word!r} in time:\n"
-                                 + "".join(self.procs.tail(f"worker{i}") for i in waiting))
+                raise BenchError(
+                    f"workers {sorted(waiting)} did not say {word!r} in time:\n"
+                    + "".join(self.procs.tail(f"worker{i}") for i in waiting)
+                )
             select.select([self.readers[i].fd for i in waiting], [], [], min(left, 0.5))
             for i in list(waiting):
                 for line in self.readers[i].lines():
@@ -460,5 +495,3 @@ class Workers:
         The workers' process ids.
         """
         return [p.pid for p in self.children]
-
-

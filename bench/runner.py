@@ -37,8 +37,7 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def run_scenario(name: str, args: argparse.Namespace, source: Source,
-                 deadline: float) -> dict[str, Any]:
+def run_scenario(name: str, args: argparse.Namespace, source: Source, deadline: float) -> dict[str, Any]:
     """
     Run scenario C{name} against the daemon and emulator of C{source}; every
     child process is stopped on return, on error and on interruption.
@@ -62,8 +61,7 @@ def run_scenario(name: str, args: argparse.Namespace, source: Source,
             os.rmdir(tmpdir)
 
 
-def _run_scenario(name: str, args: argparse.Namespace, deadline: float,
-                  procs: Processes) -> dict[str, Any]:
+def _run_scenario(name: str, args: argparse.Namespace, deadline: float, procs: Processes) -> dict[str, Any]:
     """
     L{run_scenario} without the clean-up.
     """
@@ -84,34 +82,47 @@ def _run_scenario(name: str, args: argparse.Namespace, deadline: float,
     time.sleep(0.5)  # calls confirmed
     wait_subscribed(procs, args, min(setup_deadline, time.monotonic() + 10))
     rss_before = proc_status(daemon.pid)
-    log(f"{name}: emulator pid {emulator.pid} ({mi}, {len(callids)} calls), daemon pid "
+    log(
+        f"{name}: emulator pid {emulator.pid} ({mi}, {len(callids)} calls), daemon pid "
         f"{daemon.pid} (ws://127.0.0.1:{port}{args.path}), "
-        f"RSS {rss_before.get('VmRSS', 0) / 1024:.1f} MiB; {nprocs} client process(es)")
+        f"RSS {rss_before.get('VmRSS', 0) / 1024:.1f} MiB; {nprocs} client process(es)"
+    )
 
     configs = []
     commands = split(args.commands, nprocs) if args.commands else [None] * nprocs
     call_offset = 0
     for i in range(nprocs):
         n_calls = (conns[i] * args.depth if name in CALL_SCENARIOS else 0) + spares[i]
-        configs.append({
-            "scenario": name, "mode": "idle" if name == "idle" else "load",
-            "port": port, "path": args.path, "client": args.client,
-            "connections": conns[i], "depth": args.depth,
-            "callids": callids[call_offset:call_offset + n_calls],
-            "commands": commands[i], "duration": args.duration, "warmup": args.warmup,
-            "hang_timeout": args.hang_timeout,
-            "connect_concurrency": args.connect_concurrency,
-            "idle_check": max(0, args.idle_check // nprocs) if name == "idle" else 0,
-            "result_path": os.path.join(procs.tmpdir, f"worker{i}.json"),
-        })
+        configs.append(
+            {
+                "scenario": name,
+                "mode": "idle" if name == "idle" else "load",
+                "port": port,
+                "path": args.path,
+                "client": args.client,
+                "connections": conns[i],
+                "depth": args.depth,
+                "callids": callids[call_offset : call_offset + n_calls],
+                "commands": commands[i],
+                "duration": args.duration,
+                "warmup": args.warmup,
+                "hang_timeout": args.hang_timeout,
+                "connect_concurrency": args.connect_concurrency,
+                "idle_check": max(0, args.idle_check // nprocs) if name == "idle" else 0,
+                "result_path": os.path.join(procs.tmpdir, f"worker{i}.json"),
+            }
+        )
         call_offset += n_calls
     workers = Workers(procs, configs)
     connect_deadline = min(deadline, time.monotonic() + args.connect_timeout)
     t_connect = time.monotonic()
     workers.expect("ready", connect_deadline)
     connect_seconds = time.monotonic() - t_connect
-    watched = {"daemon": daemon.pid, "emulator": emulator.pid,
-               **{f"worker{i}": pid for i, pid in enumerate(workers.pids())}}
+    watched = {
+        "daemon": daemon.pid,
+        "emulator": emulator.pid,
+        **{f"worker{i}": pid for i, pid in enumerate(workers.pids())},
+    }
 
     if name == "idle":
         time.sleep(1.0)
@@ -135,14 +146,18 @@ def _run_scenario(name: str, args: argparse.Namespace, deadline: float,
         cpu1 = {k: cpu_seconds(pid) for k, pid in watched.items()}
         cpu_window = (t0, time.monotonic())
         rss_run = proc_status(daemon.pid)
-    workers.expect("done", min(deadline, time.monotonic() + args.hang_timeout + 10
-                               + (0 if not args.commands else args.max_runtime)))
+    workers.expect(
+        "done",
+        min(
+            deadline,
+            time.monotonic() + args.hang_timeout + 10 + (0 if not args.commands else args.max_runtime),
+        ),
+    )
     if cpu_window is None:
         cpu1 = {k: cpu_seconds(pid) for k, pid in watched.items()}
         cpu_window = (t0, time.monotonic())
         rss_run = proc_status(daemon.pid)
-    drops = {"daemon": sum(udp_drops(daemon.pid).values()),
-             "emulator": sum(udp_drops(emulator.pid).values())}
+    drops = {"daemon": sum(udp_drops(daemon.pid).values()), "emulator": sum(udp_drops(emulator.pid).values())}
     parts = workers.results()
     workers.send("stop")
     wall = cpu_window[1] - cpu_window[0]

@@ -16,8 +16,13 @@ CALLSTART_CALLEE = "sip:bob@127.0.0.1"
 BLIND_DESTINATION = "sip:cindy@127.0.0.1"
 
 #: the first method of a slot, per scenario
-FIRST_METHOD = {"echo": "Echo", "hold": "CallHold", "callstart": "CallStart",
-                "blind": "CallBlindTransfer", "idle": "Echo"}
+FIRST_METHOD = {
+    "echo": "Echo",
+    "hold": "CallHold",
+    "callstart": "CallStart",
+    "blind": "CallBlindTransfer",
+    "idle": "Echo",
+}
 
 #: the notification that counts a command as successful (its rate and the
 #: "Success" latency); commands without one count when they end
@@ -40,14 +45,27 @@ def expected_ok(method: str, events: list[str]) -> bool:
         return events == ["Reply", "Ended"]
     if method in ("CallHold", "CallUnhold"):
         prefix = "CallHold" if method == "CallHold" else "CallUnhold"
-        return (len(events) == 6 and events[0] == prefix + "ing" and events[-1] == "Ended"
-                and sorted(events[1:5]) == sorted([prefix + "Start"] * 2 + [prefix + "Successful"] * 2))
+        return (
+            len(events) == 6
+            and events[0] == prefix + "ing"
+            and events[-1] == "Ended"
+            and sorted(events[1:5]) == sorted([prefix + "Start"] * 2 + [prefix + "Successful"] * 2)
+        )
     if method == "CallStart":
         return [e for e in events if e != "TransferPending"] == [
-            "CallerAnswered", "Transferring", "TransferStart", "CalleeAnswered", "Ended"]
+            "CallerAnswered",
+            "Transferring",
+            "TransferStart",
+            "CalleeAnswered",
+            "Ended",
+        ]
     if method == "CallBlindTransfer":
         return [e for e in events if e != "TransferPending"] == [
-            "Transferring", "TransferStart", "TransferSuccessful", "Ended"]
+            "Transferring",
+            "TransferStart",
+            "TransferSuccessful",
+            "Ended",
+        ]
     if method == "CallEnd":
         return events == ["Ended"]
     return events[-1:] == ["Ended"]

@@ -58,8 +58,7 @@ def worker_main(cfg: dict[str, Any]) -> None:
         else:
             factory = WebSocketClientFactory(f"ws://{host}:{port}{path}", reactor=reactor)
             factory.protocol = AutobahnClient
-            factory.setProtocolOptions(utf8validateIncoming=False, tcpNoDelay=True,
-                                       openHandshakeTimeout=30)
+            factory.setProtocolOptions(utf8validateIncoming=False, tcpNoDelay=True, openHandshakeTimeout=30)
             factory.opened = opened
         d = endpoint.connect(factory)
         d.addErrback(lambda f: opened.errback(f) if not opened.called else None)
@@ -117,8 +116,14 @@ def worker_main(cfg: dict[str, Any]) -> None:
     async def run() -> None:
         sem = DeferredSemaphore(cfg["connect_concurrency"])
         t0 = time.perf_counter()
-        protocols = list(await _gather([sem.run(lambda: Deferred.fromCoroutine(open_with_retry()))
-                                        for _ in range(cfg["connections"])]))
+        protocols = list(
+            await _gather(
+                [
+                    sem.run(lambda: Deferred.fromCoroutine(open_with_retry()))
+                    for _ in range(cfg["connections"])
+                ]
+            )
+        )
         connect_seconds = time.perf_counter() - t0
         result: dict[str, Any] = {"connected": len(protocols), "connect_seconds": connect_seconds}
         callids = list(cfg.get("callids") or [])
@@ -135,8 +140,11 @@ def worker_main(cfg: dict[str, Any]) -> None:
         if cfg["mode"] == "idle":
             await wait_for("check")
             # liveness check: one Echo on a sample of the idle connections
-            sample = load.connections[::max(1, len(load.connections) // cfg["idle_check"])] \
-                if cfg["idle_check"] else []
+            sample = (
+                load.connections[:: max(1, len(load.connections) // cfg["idle_check"])]
+                if cfg["idle_check"]
+                else []
+            )
             for conn in sample:
                 conn.slots.append(Slot(conn, "echo", None))
             load.budget = len(sample)

@@ -32,9 +32,11 @@ def handshake_request(host: str, port: int, path: str, key: bytes) -> bytes:
 
     @param key: the base64 C{Sec-WebSocket-Key}.
     """
-    return (b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n" % (path.encode(), host.encode(), port, key))
+    return (
+        b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n" % (path.encode(), host.encode(), port, key)
+    )
 
 
 class RawWebSocketClient(Protocol):
@@ -78,8 +80,9 @@ class RawWebSocketClient(Protocol):
             header = bytes((0x80 | opcode, 0xFF)) + n.to_bytes(8, "big")
         mask = self._rand.getrandbits(32).to_bytes(4, "big")
         if n:
-            masked = (int.from_bytes(payload, "big")
-                      ^ int.from_bytes((mask * (n // 4 + 1))[:n], "big")).to_bytes(n, "big")
+            masked = (
+                int.from_bytes(payload, "big") ^ int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+            ).to_bytes(n, "big")
         else:
             masked = b""
         self.transport.write(header + mask + masked)
@@ -95,11 +98,12 @@ class RawWebSocketClient(Protocol):
             if not head.startswith(b"HTTP/1.1 101") or self._accept not in head:
                 self.transport.abortConnection()
                 if not self.opened.called:
-                    self.opened.errback(ConnectionError(
-                        "handshake refused: " + head.split(b"\r\n", 1)[0].decode("latin-1")))
+                    self.opened.errback(
+                        ConnectionError("handshake refused: " + head.split(b"\r\n", 1)[0].decode("latin-1"))
+                    )
                 return
             self._open = True
-            buf = buf[end + 4:]
+            buf = buf[end + 4 :]
             self.opened.callback(self)
         pos, size = 0, len(buf)
         while size - pos >= 2:
@@ -109,18 +113,18 @@ class RawWebSocketClient(Protocol):
             if n == 126:
                 if size - pos < 4:
                     break
-                n = int.from_bytes(buf[pos + 2:pos + 4], "big")
+                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
                 start = pos + 4
             elif n == 127:
                 if size - pos < 10:
                     break
-                n = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 start = pos + 10
             if b1 & 0x80:
                 start += 4  # servers must not mask; tolerate by skipping the key
             if size < start + n:
                 break
-            payload = buf[start:start + n]
+            payload = buf[start : start + n]
             pos = start + n
             opcode = b0 & 0x0F
             if opcode in (0x1, 0x2, 0x0):
@@ -148,6 +152,7 @@ class RawWebSocketClient(Protocol):
         Drop the connection at once (no closing handshake).
         """
         self.transport.abortConnection()
+
 
 class AutobahnClient(WebSocketClientProtocol):
     """

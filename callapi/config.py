@@ -65,8 +65,7 @@ def load(path: str, option_names: set[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for section, content in data.items():
         if section not in SECTIONS:
-            raise ConfigError(f"config file {path}: unknown key {section} "
-                              f"(expected {', '.join(SECTIONS)})")
+            raise ConfigError(f"config file {path}: unknown key {section} (expected {', '.join(SECTIONS)})")
         if content is None:
             continue
         if not isinstance(content, dict):

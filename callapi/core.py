@@ -33,9 +33,14 @@ def build_opensips(settings: Settings, reactor: Any) -> OpenSIPSService:
     @raise callapi.opensips.addresses.AddressError: an address that cannot
         be parsed.
     """
-    return OpenSIPSService(reactor, settings.mi, settings.events,
-                           mi_timeout=settings.mi_timeout, event_expire=settings.event_expire,
-                           events_from=settings.events_from)
+    return OpenSIPSService(
+        reactor,
+        settings.mi,
+        settings.events,
+        mi_timeout=settings.mi_timeout,
+        event_expire=settings.event_expire,
+        events_from=settings.events_from,
+    )
 
 
 def build_runner(settings: Settings, opensips: OpenSIPSService, reactor: Any) -> CommandRunner:
@@ -46,8 +51,9 @@ def build_runner(settings: Settings, opensips: OpenSIPSService, reactor: Any) ->
     @param settings: uses C{commands} (L{callapi.scenarios.Settings}).
     @param reactor: the commands' clock (C{IReactorTime}).
     """
-    ctx = Context(mi=opensips.mi, events=opensips.hub, clock=reactor, names=opensips.names,
-                  settings=settings.commands)
+    ctx = Context(
+        mi=opensips.mi, events=opensips.hub, clock=reactor, names=opensips.names, settings=settings.commands
+    )
     return CommandRunner(ctx)
 
 
@@ -77,8 +83,13 @@ def build_websocket(settings: Settings, runner: CommandRunner, reactor: Any) -> 
     @raise SystemExit: one line, for a C{listen} endpoint string Twisted
         cannot parse.
     """
-    factory = CallApiFactory(runner, settings.path, settings.max_message_size, reactor=reactor,
-                             allowed_origins=settings.allow_origin)
+    factory = CallApiFactory(
+        runner,
+        settings.path,
+        settings.max_message_size,
+        reactor=reactor,
+        allowed_origins=settings.allow_origin,
+    )
     try:
         endpoint = serverFromString(reactor, settings.listen)
     except (ValueError, TypeError, KeyError) as e:

@@ -46,8 +46,7 @@ class DemoService(Service):
 
     _log = logger()
 
-    def __init__(self, reactor: Any, mi_address: tuple[str, int] | None = None,
-                 version: str = "3.4") -> None:
+    def __init__(self, reactor: Any, mi_address: tuple[str, int] | None = None, version: str = "3.4") -> None:
         """
         @param mi_address: C{(IPv4 address, UDP port)} for the emulator's MI
             socket; default: a loopback port free now (L{free_udp_port}).
@@ -71,13 +70,18 @@ class DemoService(Service):
         from callapi.emulator import add_default_phones, start_emulator
 
         super().startService()
-        self.running = start_emulator(self._reactor, host=self._mi_host, port=self._mi_port,
-                                      version=self._version)
+        self.running = start_emulator(
+            self._reactor, host=self._mi_host, port=self._mi_port, version=self._version
+        )
         add_default_phones(self.running.emulator)
         host, port = self.running.mi_address
         self._log.warn(
             "DEMO MODE: talking to the built-in OpenSIPS EMULATOR {version} at udp:{host}:{port}, "
-            "not a real OpenSIPS", version=self._version, host=host, port=port)
+            "not a real OpenSIPS",
+            version=self._version,
+            host=host,
+            port=port,
+        )
         if self._walkthrough is not None:
             websocket_service, path = self._walkthrough
             self._reactor.callLater(0.5, self._start_walkthrough, websocket_service, path)
@@ -111,7 +115,10 @@ class DemoService(Service):
             spare = self.new_call()
             self._log.info(
                 "[demo] walkthrough done. Another emulator call is up, try: "
-                "callapi-client --url {url} CallHold callid={callid}", url=url, callid=spare)
+                "callapi-client --url {url} CallHold callid={callid}",
+                url=url,
+                callid=spare,
+            )
 
         def failed(f: Any) -> None:
             self._log.warn("[demo] walkthrough failed: {e}", e=f.value)
@@ -161,8 +168,12 @@ class _WalkthroughProtocol(WebSocketClientProtocol):
                 factory.done.callback(None)
             return
         method = self._steps.pop(0)
-        request = {"jsonrpc": "2.0", "id": self._next_id, "method": method,
-                   "params": {"callid": factory.callid}}
+        request = {
+            "jsonrpc": "2.0",
+            "id": self._next_id,
+            "method": method,
+            "params": {"callid": factory.callid},
+        }
         self._next_id += 1
         factory.log_.info("[demo client] -> {request}", request=json.dumps(request))
         self.sendMessage(json.dumps(request).encode())

@@ -111,9 +111,7 @@ class MIUnavailable(Exception):
     """
 
     def __str__(self) -> str:
-        return "OpenSIPS MI connection is not available" + (
-            f": {self.args[0]}" if self.args else ""
-        )
+        return "OpenSIPS MI connection is not available" + (f": {self.args[0]}" if self.args else "")
 
 
 class CommandTimeout(Exception):

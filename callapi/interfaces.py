@@ -10,7 +10,8 @@ L{callapi.testing.fakes}.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from zope.interface import Attribute, Interface
 
@@ -26,8 +27,7 @@ class IMIClient(Interface):
         "Read-only view for debugging (manhole) and tests."
     )
 
-    def call(method: str, params: dict[str, Any] | None = None,
-             timeout: float | None = None) -> Any:
+    def call(method: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         """
         Send one MI request.
 
@@ -66,8 +66,7 @@ class IEventHub(Interface):
     scenario controllers waiting for them, by event name and Call-ID.
     """
 
-    def listen(event: str, callid: str,
-               handler: Callable[[dict[str, Any]], None]) -> ISubscription:
+    def listen(event: str, callid: str, handler: Callable[[dict[str, Any]], None]) -> ISubscription:
         """
         Deliver every future C{event} (e.g. C{"E_CALL_HOLD"}) whose
         C{params.callid} equals C{callid} to C{handler(params)}.
@@ -79,8 +78,7 @@ class IEventHub(Interface):
         @return: an L{ISubscription}; cancel it when the scenario ends.
         """
 
-    def listen_transfer(transfer_callid: str,
-                        handler: Callable[[dict[str, Any]], None]) -> ISubscription:
+    def listen_transfer(transfer_callid: str, handler: Callable[[dict[str, Any]], None]) -> ISubscription:
         """
         Deliver every future C{E_CALL_TRANSFER} whose C{params.transfer_callid}
         equals C{transfer_callid}.  Used where only the new call's Call-ID is

@@ -115,9 +115,7 @@ def _finite_float(text: str) -> float:
 
 def _valid_id(value: Any) -> bool:
     # bool is an int subclass, but not a valid id.
-    return value is None or (
-        isinstance(value, (str, int, float)) and not isinstance(value, bool)
-    )
+    return value is None or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
 
 
 #: Deepest nesting of arrays/objects accepted in a message.
@@ -138,8 +136,7 @@ def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
             continue
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, (dict, list)))
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
 
 
@@ -156,13 +153,17 @@ def parse(payload: str | bytes) -> Parsed:
             payload = payload.decode("utf-8")
         message = json.loads(payload, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        return Parsed([Invalid(None, RPCError(PARSE_ERROR, "Parse error",
-                                              f"nested deeper than {MAX_DEPTH} levels"))], False)
+        return Parsed(
+            [Invalid(None, RPCError(PARSE_ERROR, "Parse error", f"nested deeper than {MAX_DEPTH} levels"))],
+            False,
+        )
     except ValueError as e:
         return Parsed([Invalid(None, RPCError(PARSE_ERROR, "Parse error", _parse_detail(e)))], False)
     if _too_deep(message):
-        return Parsed([Invalid(None, RPCError(PARSE_ERROR, "Parse error",
-                                              f"nested deeper than {MAX_DEPTH} levels"))], False)
+        return Parsed(
+            [Invalid(None, RPCError(PARSE_ERROR, "Parse error", f"nested deeper than {MAX_DEPTH} levels"))],
+            False,
+        )
     if isinstance(message, list):
         if not message:
             return Parsed(
@@ -170,9 +171,19 @@ def parse(payload: str | bytes) -> Parsed:
                 False,
             )
         if len(message) > MAX_BATCH:
-            return Parsed([Invalid(None, RPCError(INVALID_REQUEST, "Invalid Request",
-                                                  f"batch of {len(message)} requests; at most {MAX_BATCH}"))],
-                          False)
+            return Parsed(
+                [
+                    Invalid(
+                        None,
+                        RPCError(
+                            INVALID_REQUEST,
+                            "Invalid Request",
+                            f"batch of {len(message)} requests; at most {MAX_BATCH}",
+                        ),
+                    )
+                ],
+                False,
+            )
         return Parsed([validate(element) for element in message], True)
     return Parsed([validate(message)], False)
 
@@ -187,24 +198,25 @@ def validate(message: Any) -> Item:
         commands take named parameters only).
     """
     if not isinstance(message, dict):
-        return Invalid(None, RPCError(INVALID_REQUEST, "Invalid Request",
-                                      "a request must be a JSON object"))
+        return Invalid(None, RPCError(INVALID_REQUEST, "Invalid Request", "a request must be a JSON object"))
     has_id = "id" in message
     request_id = message.get("id")
     if has_id and not _valid_id(request_id):
-        return Invalid(None, RPCError(INVALID_REQUEST, "Invalid Request",
-                                      "id must be a string, a number or null"))
+        return Invalid(
+            None, RPCError(INVALID_REQUEST, "Invalid Request", "id must be a string, a number or null")
+        )
     if message.get("jsonrpc") != "2.0":
-        return Invalid(request_id, RPCError(INVALID_REQUEST, "Invalid Request",
-                                            'jsonrpc must be exactly "2.0"'))
+        return Invalid(
+            request_id, RPCError(INVALID_REQUEST, "Invalid Request", 'jsonrpc must be exactly "2.0"')
+        )
     method = message.get("method")
     if not isinstance(method, str):
-        return Invalid(request_id, RPCError(INVALID_REQUEST, "Invalid Request",
-                                            "method must be a string"))
+        return Invalid(request_id, RPCError(INVALID_REQUEST, "Invalid Request", "method must be a string"))
     params = message.get("params", {})
     if not isinstance(params, dict):
-        return Invalid(request_id, invalid_params("params must be an object (named parameters)"),
-                       notification=not has_id)
+        return Invalid(
+            request_id, invalid_params("params must be an object (named parameters)"), notification=not has_id
+        )
     return Request(method, params, request_id, not has_id)
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-
-from callapi.logging import logger
 from zope.interface import implementer
 
 from callapi import jsonrpc, validation
@@ -24,6 +23,7 @@ from callapi.errors import (
     RPCError,
 )
 from callapi.interfaces import INotificationSink
+from callapi.logging import logger
 from callapi.scenarios import COMMANDS, Command, Context
 
 #: JSON-RPC server error: the session already runs too many commands.
@@ -40,17 +40,18 @@ class CommandRunner:
 
     _log = logger()
 
-    def __init__(self, ctx: Context, commands: dict[str, type[Command]] | None = None,
-                 max_per_session: int = 1000) -> None:
+    def __init__(
+        self, ctx: Context, commands: dict[str, type[Command]] | None = None, max_per_session: int = 1000
+    ) -> None:
         self.ctx = ctx
         self.commands = COMMANDS if commands is None else commands
         self.max_per_session = max_per_session
         self.running: dict[tuple[int, str], Command] = {}
         self.accepting = True
         self._session_numbers = itertools.count(1)
-        self.sessions: dict[int, "Session"] = {}
+        self.sessions: dict[int, Session] = {}
 
-    def open(self, send: Callable[[str], None], peer: str = "") -> "Session":
+    def open(self, send: Callable[[str], None], peer: str = "") -> Session:
         """
         Create the session of a newly connected client.
 
@@ -60,7 +61,7 @@ class CommandRunner:
         self.sessions[session.number] = session
         return session
 
-    def closed(self, session: "Session") -> None:
+    def closed(self, session: Session) -> None:
         """
         The client went away: abort its commands (the calls are not touched).
         """
@@ -86,8 +87,9 @@ class Session:
 
     _log = logger()
 
-    def __init__(self, runner: CommandRunner, number: int,
-                 send: Callable[[str], None], peer: str = "") -> None:
+    def __init__(
+        self, runner: CommandRunner, number: int, send: Callable[[str], None], peer: str = ""
+    ) -> None:
         self._runner = runner
         self.number = number
         self._send = send
@@ -122,9 +124,11 @@ class Session:
                 continue
             to_start.append(command)
             if not item.is_notification:
-                responses.append(jsonrpc.result(item.id, {"cmd_id": command.cmd_id,
-                                                          "event": "Started",
-                                                          **command.result_extra()}))
+                responses.append(
+                    jsonrpc.result(
+                        item.id, {"cmd_id": command.cmd_id, "event": "Started", **command.result_extra()}
+                    )
+                )
         if parsed.batch:
             if responses:
                 self._write(responses)
@@ -148,8 +152,11 @@ class Session:
         else:
             cmd_id = str(uuid.uuid4())
         if len(self.running) >= self._runner.max_per_session:
-            raise RPCError(TOO_MANY_COMMANDS, "too many running commands",
-                           f"limit {self._runner.max_per_session} per connection")
+            raise RPCError(
+                TOO_MANY_COMMANDS,
+                "too many running commands",
+                f"limit {self._runner.max_per_session} per connection",
+            )
         checked = cls.check(params)
         cls.check_context(checked, self._runner.ctx)
         command = cls(self._runner.ctx, cmd_id, checked, self, cmd_id_generated=generated)
@@ -164,8 +171,9 @@ class Session:
                 del self._runner.running[key]
 
         command.finished.addCallback(forget)
-        self._log.debug("client {peer} started {method} {cmd_id}", peer=self.peer,
-                       method=request.method, cmd_id=cmd_id)
+        self._log.debug(
+            "client {peer} started {method} {cmd_id}", peer=self.peer, method=request.method, cmd_id=cmd_id
+        )
         return command
 
     # INotificationSink

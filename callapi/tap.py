@@ -26,7 +26,8 @@ from twisted.python import usage
 from callapi import config as configfile
 from callapi.logging import logger
 from callapi.opensips.addresses import AddressError, parse_address
-from callapi.settings import DEFAULTS as SETTINGS_DEFAULTS, Settings
+from callapi.settings import DEFAULTS as SETTINGS_DEFAULTS
+from callapi.settings import Settings
 
 _COMMANDS = SETTINGS_DEFAULTS.commands
 
@@ -84,37 +85,89 @@ class Options(usage.Options):
     """
 
     synopsis = "[options]"
-    longdesc = ("Control SIP calls running through OpenSIPS over WebSocket JSON-RPC. "
-                "Use --demo to run against the built-in OpenSIPS emulator.")
+    longdesc = (
+        "Control SIP calls running through OpenSIPS over WebSocket JSON-RPC. "
+        "Use --demo to run against the built-in OpenSIPS emulator."
+    )
 
     optParameters = [
         ["config", "c", None, "YAML configuration file (the Go Call API's call-api.yml keys work)"],
         ["listen", None, None, f"WebSocket server endpoint [default: {DEFAULTS['listen']}]"],
         ["path", None, None, f"HTTP path for WebSocket upgrades [default: {DEFAULTS['path']}]"],
-        ["mi", None, None, f"OpenSIPS mi_datagram socket, udp:HOST:PORT or unix:/path "
-                           f"[default: {DEFAULTS['mi']}]"],
-        ["events", None, None, "where OpenSIPS sends EVI events, udp:IP:PORT or unix:/path "
-                               "[default: an ephemeral UDP port on the address that reaches MI]"],
+        [
+            "mi",
+            None,
+            None,
+            f"OpenSIPS mi_datagram socket, udp:HOST:PORT or unix:/path [default: {DEFAULTS['mi']}]",
+        ],
+        [
+            "events",
+            None,
+            None,
+            "where OpenSIPS sends EVI events, udp:IP:PORT or unix:/path "
+            "[default: an ephemeral UDP port on the address that reaches MI]",
+        ],
         ["mi-timeout", None, None, f"seconds to wait for an MI reply [default: {DEFAULTS['mi-timeout']}]"],
-        ["event-expire", None, None, "event_subscribe expire, seconds; refreshed every "
-                                     f"min(expire/3, 60) s [default: {DEFAULTS['event-expire']}]"],
-        ["max-message-size", None, None, "largest WebSocket message accepted, bytes "
-                                         f"[default: {DEFAULTS['max-message-size']}]"],
-        ["hold-timeout", None, None, "seconds a CallHold/CallUnhold waits for every leg "
-                                     f"[default: {DEFAULTS['hold-timeout']}]"],
-        ["ring-timeout", None, None, "seconds CallStart lets the caller ring before cancelling "
-                                     f"[default: {DEFAULTS['ring-timeout']}]"],
-        ["transfer-start-timeout", None, None, "seconds to wait for E_CALL_TRANSFER start after a "
-                                               "transfer was accepted "
-                                               f"[default: {DEFAULTS['transfer-start-timeout']}]"],
-        ["transfer-timeout", None, None, "seconds to wait for a started transfer's outcome "
-                                         f"[default: {DEFAULTS['transfer-timeout']}]"],
-        ["events-from", None, None, "comma-separated extra IPs EVI events may come from besides "
-                                    "the MI address (multi-homed OpenSIPS); 'any' disables the check"],
-        ["allow-origin", None, None, "comma-separated browser origins allowed to connect besides "
-                                     "loopback and same-host pages (e.g. https://app.example.com); * = any"],
+        [
+            "event-expire",
+            None,
+            None,
+            "event_subscribe expire, seconds; refreshed every "
+            f"min(expire/3, 60) s [default: {DEFAULTS['event-expire']}]",
+        ],
+        [
+            "max-message-size",
+            None,
+            None,
+            f"largest WebSocket message accepted, bytes [default: {DEFAULTS['max-message-size']}]",
+        ],
+        [
+            "hold-timeout",
+            None,
+            None,
+            f"seconds a CallHold/CallUnhold waits for every leg [default: {DEFAULTS['hold-timeout']}]",
+        ],
+        [
+            "ring-timeout",
+            None,
+            None,
+            f"seconds CallStart lets the caller ring before cancelling [default: {DEFAULTS['ring-timeout']}]",
+        ],
+        [
+            "transfer-start-timeout",
+            None,
+            None,
+            "seconds to wait for E_CALL_TRANSFER start after a "
+            "transfer was accepted "
+            f"[default: {DEFAULTS['transfer-start-timeout']}]",
+        ],
+        [
+            "transfer-timeout",
+            None,
+            None,
+            f"seconds to wait for a started transfer's outcome [default: {DEFAULTS['transfer-timeout']}]",
+        ],
+        [
+            "events-from",
+            None,
+            None,
+            "comma-separated extra IPs EVI events may come from besides "
+            "the MI address (multi-homed OpenSIPS); 'any' disables the check",
+        ],
+        [
+            "allow-origin",
+            None,
+            None,
+            "comma-separated browser origins allowed to connect besides "
+            "loopback and same-host pages (e.g. https://app.example.com); * = any",
+        ],
         ["sip-uri", None, None, "next hop (OpenSIPS' SIP URI) for click-to-dial INVITEs"],
-        ["log-level", None, None, f"minimum level of callapi's log, one of {', '.join(LOG_LEVELS)} [default: info]"],
+        [
+            "log-level",
+            None,
+            None,
+            f"minimum level of callapi's log, one of {', '.join(LOG_LEVELS)} [default: info]",
+        ],
         ["log-file", None, None, "also write callapi's log to this file"],
         ["manhole", None, None, "SSH endpoint for the debugging console, e.g. tcp:2222:interface=127.0.0.1"],
         ["manhole-keys", None, None, "authorized_keys file for the manhole (no passwords)"],
@@ -149,8 +202,7 @@ class Options(usage.Options):
         """
         file_values: dict[str, Any] = {}
         if self["config"]:
-            file_values = configfile.load(self["config"], set(DEFAULTS) | {"demo",
-                                                                           "manhole-allow-remote"})
+            file_values = configfile.load(self["config"], set(DEFAULTS) | {"demo", "manhole-allow-remote"})
         for name, default in DEFAULTS.items():
             if self.get(name) is None:
                 self[name] = file_values.get(name, default)
@@ -159,8 +211,10 @@ class Options(usage.Options):
             if value is None or self[flag]:
                 continue
             if not isinstance(value, bool):
-                raise usage.UsageError(f"callapi.{flag.replace('-', '_')} in the config file must "
-                                       f"be true or false, not {value!r}")
+                raise usage.UsageError(
+                    f"callapi.{flag.replace('-', '_')} in the config file must "
+                    f"be true or false, not {value!r}"
+                )
             self[flag] = value
         self["mi-timeout"] = _positive_float("mi-timeout", self["mi-timeout"])
         for name in ("hold-timeout", "ring-timeout", "transfer-start-timeout", "transfer-timeout"):
@@ -199,19 +253,27 @@ class Options(usage.Options):
         The resolved options as L{Settings} (after L{resolve}).
         """
         return Settings(
-            listen=self["listen"], path=self["path"], mi=str(self["mi"]),
-            events=self["events"] or None, mi_timeout=self["mi-timeout"],
-            event_expire=self["event-expire"], events_from=_comma_list(self["events-from"]),
+            listen=self["listen"],
+            path=self["path"],
+            mi=str(self["mi"]),
+            events=self["events"] or None,
+            mi_timeout=self["mi-timeout"],
+            event_expire=self["event-expire"],
+            events_from=_comma_list(self["events-from"]),
             max_message_size=self["max-message-size"],
             allow_origin=_comma_list(self["allow-origin"]),
-            log_level=self["log-level"], log_file=self["log-file"] or None,
+            log_level=self["log-level"],
+            log_file=self["log-file"] or None,
             demo=bool(self["demo"]),
-            commands=attrs.evolve(_COMMANDS,
-                                  next_hop=self["sip-uri"] or None,
-                                  hold_timeout=self["hold-timeout"],
-                                  ring_timeout=self["ring-timeout"],
-                                  transfer_start_timeout=self["transfer-start-timeout"],
-                                  transfer_timeout=self["transfer-timeout"]))
+            commands=attrs.evolve(
+                _COMMANDS,
+                next_hop=self["sip-uri"] or None,
+                hold_timeout=self["hold-timeout"],
+                ring_timeout=self["ring-timeout"],
+                transfer_start_timeout=self["transfer-start-timeout"],
+                transfer_timeout=self["transfer-timeout"],
+            ),
+        )
 
 
 def _comma_list(value: Any) -> tuple[str, ...]:

@@ -11,7 +11,8 @@ the (possibly normalised) value or raises L{callapi.errors.RPCError}
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from callapi.errors import RPCError, invalid_params
 
@@ -40,7 +41,8 @@ _HOST = rf"(?:{_HOSTNAME}|{_IPV4}|{_IPV6})"
 _PARAM_CHARS = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+"
 _PARAMS = rf"(?:;{_PARAM_CHARS}(?:={_PARAM_CHARS})?)*"
 _SIP_URI = re.compile(
-    rf"(?i:sips?):(?:{_USER}(?::{_PASSWORD})?@)?{_HOST}(?::(?P<port>\d{{1,5}}))?{_PARAMS}", re.ASCII)
+    rf"(?i:sips?):(?:{_USER}(?::{_PASSWORD})?@)?{_HOST}(?::(?P<port>\d{{1,5}}))?{_PARAMS}", re.ASCII
+)
 MAX_URI = 512
 
 LEGS = ("caller", "callee")
@@ -100,13 +102,17 @@ def cmd_id(value: Any) -> str:
     """
     if not isinstance(value, str) or not _CMD_ID.fullmatch(value) or len(value) > MAX_CMD_ID:
         raise invalid_params(
-            f"cmd_id must be a string of 1 to {MAX_CMD_ID} printable ASCII characters without spaces")
+            f"cmd_id must be a string of 1 to {MAX_CMD_ID} printable ASCII characters without spaces"
+        )
     return value
 
 
-def check_params(params: dict[str, Any], required: dict[str, Checker],
-                 optional: dict[str, Checker] | None = None,
-                 allow_unknown: bool = False) -> dict[str, Any]:
+def check_params(
+    params: dict[str, Any],
+    required: dict[str, Checker],
+    optional: dict[str, Checker] | None = None,
+    allow_unknown: bool = False,
+) -> dict[str, Any]:
     """
     Validate a command's C{params} (C{cmd_id} excluded by the caller).
 
@@ -129,4 +135,4 @@ def check_params(params: dict[str, Any], required: dict[str, Checker],
     return checked
 
 
-__all__ = ["RPCError", "callid", "sip_uri", "leg", "any_value", "cmd_id", "check_params"]
+__all__ = ["RPCError", "any_value", "callid", "check_params", "cmd_id", "leg", "sip_uri"]

@@ -7,7 +7,6 @@ L{callapi.rpc.Session}.  Nothing else happens here.
 from __future__ import annotations
 
 import ipaddress
-
 from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -17,7 +16,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IListeningPort, IPushProducer, ITCPTransport
 
 from callapi.logging import logger
-
 from callapi.rpc import CommandRunner, Session
 
 #: WebSocket close code for "unsupported data" (RFC 6455 section 7.4.1).
@@ -68,14 +66,17 @@ class CallApiProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request: Any) -> None:
         if request.path != self.factory.path:
-            raise ConnectionDeny(ConnectionDeny.NOT_FOUND,
-                                 f"no WebSocket endpoint at {request.path}; use {self.factory.path}")
+            raise ConnectionDeny(
+                ConnectionDeny.NOT_FOUND, f"no WebSocket endpoint at {request.path}; use {self.factory.path}"
+            )
         origin = request.origin or request.headers.get("origin")
         if origin is not None and not self.factory.origin_allowed(
-                origin, _origin_host("ws://" + (request.host or ""))):
+            origin, _origin_host("ws://" + (request.host or ""))
+        ):
             self._log.warn("refused a WebSocket handshake from origin {origin}", origin=origin)
-            raise ConnectionDeny(ConnectionDeny.FORBIDDEN,
-                                 f"origin {origin} is not allowed (see --allow-origin)")
+            raise ConnectionDeny(
+                ConnectionDeny.FORBIDDEN, f"origin {origin} is not allowed (see --allow-origin)"
+            )
         return None
 
     def onOpen(self) -> None:
@@ -85,8 +86,10 @@ class CallApiProtocol(WebSocketServerProtocol):
         if isBinary:
             # sendClose() only takes 1000/3000-4999; 1003 is the right code.
             if self.state == self.STATE_OPEN:
-                self.sendCloseFrame(code=CLOSE_UNSUPPORTED_DATA,
-                                    reasonUtf8=b"binary frames are not supported: send JSON-RPC as text")
+                self.sendCloseFrame(
+                    code=CLOSE_UNSUPPORTED_DATA,
+                    reasonUtf8=b"binary frames are not supported: send JSON-RPC as text",
+                )
             return
         if self._session is not None:
             self._session.received(payload)
@@ -120,9 +123,14 @@ class CallApiFactory(WebSocketServerFactory):
     protocol = CallApiProtocol
     noisy = False
 
-    def __init__(self, runner: CommandRunner, path: str = "/call-api",
-                 max_message_size: int = 1 << 20, reactor: Any = None,
-                 allowed_origins: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        runner: CommandRunner,
+        path: str = "/call-api",
+        max_message_size: int = 1 << 20,
+        reactor: Any = None,
+        allowed_origins: tuple[str, ...] = (),
+    ) -> None:
         """
         @param max_message_size: largest accepted message and frame, in
             bytes; larger ones close the connection with code 1009.

@@ -24,28 +24,50 @@ LONG_MODULE_MARK = "This module is long because"
 #: Layer -> callapi modules (prefixes) it must never import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     # The OpenSIPS layer knows nothing of commands or the API doors.
-    "callapi.opensips": ("callapi.scenarios", "callapi.rpc", "callapi.ws", "callapi.web",
-                         "callapi.tap", "callapi.core", "callapi.cli", "callapi.manhole",
-                         "callapi.demo", "callapi.emulator", "callapi.testing"),
+    "callapi.opensips": (
+        "callapi.scenarios",
+        "callapi.rpc",
+        "callapi.ws",
+        "callapi.web",
+        "callapi.tap",
+        "callapi.core",
+        "callapi.cli",
+        "callapi.manhole",
+        "callapi.demo",
+        "callapi.emulator",
+        "callapi.testing",
+    ),
     # Commands know the OpenSIPS layer but not the doors that run them.
-    "callapi.scenarios": ("callapi.rpc", "callapi.ws", "callapi.web", "callapi.tap",
-                          "callapi.core", "callapi.cli", "callapi.manhole", "callapi.demo",
-                          "callapi.emulator", "callapi.testing"),
+    "callapi.scenarios": (
+        "callapi.rpc",
+        "callapi.ws",
+        "callapi.web",
+        "callapi.tap",
+        "callapi.core",
+        "callapi.cli",
+        "callapi.manhole",
+        "callapi.demo",
+        "callapi.emulator",
+        "callapi.testing",
+    ),
     # Pure modules: no reactor, no I/O layers.
     "callapi.errors": ("callapi.",),
     "callapi.jsonrpc": ("callapi.opensips", "callapi.scenarios", "callapi.rpc", "callapi.ws"),
     "callapi.validation": ("callapi.opensips", "callapi.scenarios", "callapi.rpc", "callapi.ws"),
     # The session logic does not know Autobahn's shell.
-    "callapi.rpc": ("callapi.ws", "callapi.tap", "callapi.cli", "callapi.emulator",
-                    "callapi.testing"),
+    "callapi.rpc": ("callapi.ws", "callapi.tap", "callapi.cli", "callapi.emulator", "callapi.testing"),
 }
 
 #: The emulator is a product of its own: of the daemon it uses only logging.
 EMULATOR_ALLOWED = ("callapi.emulator", "callapi.logging")
 
 #: Modules that may import the global reactor (program entry points).
-REACTOR_ALLOWED = {"callapi.tap", "callapi.emulator.__main__", "callapi.emulator.cli",
-                   "callapi.emulator.core"}
+REACTOR_ALLOWED = {
+    "callapi.tap",
+    "callapi.emulator.__main__",
+    "callapi.emulator.cli",
+    "callapi.emulator.core",
+}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -93,8 +115,9 @@ def test_layers(module: str, path: Path) -> None:
             bad = sorted(n for n in imported for f in forbidden if _under(n, f))
             assert not bad, f"{module} ({layer} layer) must not import {bad}"
     if _under(module, "callapi.emulator"):
-        bad = sorted(n for n in imported if _under(n, "callapi")
-                     and not any(_under(n, a) for a in EMULATOR_ALLOWED))
+        bad = sorted(
+            n for n in imported if _under(n, "callapi") and not any(_under(n, a) for a in EMULATOR_ALLOWED)
+        )
         assert not bad, f"the emulator imports daemon modules: {bad}"
 
 
@@ -105,7 +128,8 @@ def test_only_entry_points_touch_the_global_reactor(module: str, path: Path) -> 
         return
     imported = _imports(module, path)
     assert "twisted.internet.reactor" not in imported, (
-        f"{module} imports the global reactor; take a reactor/clock argument instead")
+        f"{module} imports the global reactor; take a reactor/clock argument instead"
+    )
 
 
 @pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
@@ -117,4 +141,5 @@ def test_module_size(module: str, path: Path) -> None:
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
     assert LONG_MODULE_MARK in doc, (
         f"{module} has {lines} lines (> {MAX_LINES}); split it by concern or explain "
-        f"in its docstring ({LONG_MODULE_MARK!r} ...)")
+        f"in its docstring ({LONG_MODULE_MARK!r} ...)"
+    )

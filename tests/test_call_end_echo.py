@@ -21,8 +21,7 @@ from callapi.testing.scenario import ScenarioHarness
 CALLID = "6c93c431e29d3500"
 
 
-def run(cls: type[Command], params: dict[str, Any],
-        names: MINames | None = None) -> ScenarioHarness[Command]:
+def run(cls: type[Command], params: dict[str, Any], names: MINames | None = None) -> ScenarioHarness[Command]:
     """
     Run command C{cls} with C{params} (cmd_id C{"c1"}).
     """
@@ -30,11 +29,17 @@ def run(cls: type[Command], params: dict[str, Any],
 
 
 def test_registry_holds_exactly_the_documented_commands() -> None:
-    assert set(COMMANDS) == {"Echo", "CallStart", "CallEnd", "CallHold", "CallUnhold",
-                             "CallBlindTransfer", "CallAttendedTransfer"}
+    assert set(COMMANDS) == {
+        "Echo",
+        "CallStart",
+        "CallEnd",
+        "CallHold",
+        "CallUnhold",
+        "CallBlindTransfer",
+        "CallAttendedTransfer",
+    }
     assert (COMMANDS["Echo"], COMMANDS["CallEnd"]) == (Echo, CallEnd)
-    assert {name: cls.method for name, cls in COMMANDS.items()} == {
-        name: name for name in COMMANDS}
+    assert {name: cls.method for name, cls in COMMANDS.items()} == {name: name for name in COMMANDS}
 
 
 # -- CallEnd --------------------------------------------------------------------
@@ -48,8 +53,7 @@ def test_call_end_request() -> None:
 
 def test_call_end_with_40_name() -> None:
     env = run(CallEnd, {"callid": CALLID}, names=MINames(end_dialog="dialog:end_dlg"))
-    assert [tuple(r) for r in env.mi.requests] == [
-        ("dialog:end_dlg", {"dialog_id": CALLID}, None)]
+    assert [tuple(r) for r in env.mi.requests] == [("dialog:end_dlg", {"dialog_id": CALLID}, None)]
 
 
 def test_call_end_ok() -> None:
@@ -59,18 +63,24 @@ def test_call_end_ok() -> None:
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("reason, text", [
-    (MIError("dlg_end_dlg", 404, "Requested Dialog not found"), "404 Requested Dialog not found"),
-    (MIError("dlg_end_dlg", -32602, "Invalid params", "Named parameters do not match"),
-     "-32602 Invalid params (Named parameters do not match)"),
-    (MIUnavailable("stopped while waiting for dlg_end_dlg"),
-     "OpenSIPS MI connection is not available: stopped while waiting for dlg_end_dlg"),
-])
+@pytest.mark.parametrize(
+    "reason, text",
+    [
+        (MIError("dlg_end_dlg", 404, "Requested Dialog not found"), "404 Requested Dialog not found"),
+        (
+            MIError("dlg_end_dlg", -32602, "Invalid params", "Named parameters do not match"),
+            "-32602 Invalid params (Named parameters do not match)",
+        ),
+        (
+            MIUnavailable("stopped while waiting for dlg_end_dlg"),
+            "OpenSIPS MI connection is not available: stopped while waiting for dlg_end_dlg",
+        ),
+    ],
+)
 def test_call_end_error(reason: BaseException, text: str) -> None:
     env = run(CallEnd, {"callid": CALLID})
     env.mi.error("dlg_end_dlg", reason)
-    assert env.sink.notifications == [("CallEnd", "c1", "Error", text),
-                                      ("CallEnd", "c1", "Ended", None)]
+    assert env.sink.notifications == [("CallEnd", "c1", "Error", text), ("CallEnd", "c1", "Ended", None)]
     env.assert_ended_clean()
 
 
@@ -79,7 +89,8 @@ def test_call_end_timeout() -> None:
     env.mi.time_out("dlg_end_dlg")
     assert env.sink.notifications == [
         ("CallEnd", "c1", "Error", "OpenSIPS did not answer MI dlg_end_dlg within 5 s"),
-        ("CallEnd", "c1", "Ended", None)]
+        ("CallEnd", "c1", "Ended", None),
+    ]
     env.assert_ended_clean()
 
 
@@ -91,33 +102,37 @@ def test_call_end_abort_cancels_the_request() -> None:
     assert env.mi.pending == {} and env.clock.getDelayedCalls() == []
 
 
-@pytest.mark.parametrize("params, data", [
-    ({}, "missing parameter callid"),
-    ({"dialog_id": CALLID}, "missing parameter callid"),
-    ({"callid": CALLID, "extra_hdrs": "X: y\r\n"}, "unknown parameter extra_hdrs"),
-    ({"callid": "x\r\nBYE"}, "callid is not a valid SIP Call-ID (RFC 3261 word[@word])"),
-    ({"callid": 42}, "callid must be a non-empty string (a SIP Call-ID)"),
-])
+@pytest.mark.parametrize(
+    "params, data",
+    [
+        ({}, "missing parameter callid"),
+        ({"dialog_id": CALLID}, "missing parameter callid"),
+        ({"callid": CALLID, "extra_hdrs": "X: y\r\n"}, "unknown parameter extra_hdrs"),
+        ({"callid": "x\r\nBYE"}, "callid is not a valid SIP Call-ID (RFC 3261 word[@word])"),
+        ({"callid": 42}, "callid must be a non-empty string (a SIP Call-ID)"),
+    ],
+)
 def test_call_end_check(params: dict[str, Any], data: str) -> None:
     with pytest.raises(RPCError) as caught:
         CallEnd.check(params)
-    assert (caught.value.code, caught.value.message, caught.value.data) == (
-        -32602, "Invalid params", data)
+    assert (caught.value.code, caught.value.message, caught.value.data) == (-32602, "Invalid params", data)
 
 
 # -- Echo -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params", [
-    {},
-    {"a": 1},
-    {"nested": {"list": [1, "two", None, True, 1.5]}, "unicode": "héllo"},
-    {"callid": "a b", "leg": "both"},  # nothing is validated
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"a": 1},
+        {"nested": {"list": [1, "two", None, True, 1.5]}, "unicode": "héllo"},
+        {"callid": "a b", "leg": "both"},  # nothing is validated
+    ],
+)
 def test_echo(params: dict[str, Any]) -> None:
     env = run(Echo, params)
-    assert env.sink.notifications == [("Echo", "c1", "Reply", params),
-                                      ("Echo", "c1", "Ended", None)]
+    assert env.sink.notifications == [("Echo", "c1", "Reply", params), ("Echo", "c1", "Ended", None)]
     assert env.mi.requests == []
     env.assert_ended_clean()
 

@@ -23,10 +23,15 @@ from callapi.errors import RPCError
 from callapi.opensips.names import MINames
 from callapi.scenarios import COMMANDS, Settings
 from callapi.scenarios.call_start import CLICK_TO_DIAL_SDP, CallStart
-from callapi.testing.evi import (Dialog, dialog_state_changed, transfer_failed, transfer_notify,
-                                 transfer_ok, transfer_started)
+from callapi.testing.evi import (
+    Dialog,
+    dialog_state_changed,
+    transfer_failed,
+    transfer_notify,
+    transfer_ok,
+    transfer_started,
+)
 from callapi.testing.scenario import ENDED, MIFailure, MIReply, ScenarioHarness, Step
-
 
 ALICE = "sip:alice@127.0.0.1"
 BOB = "sip:bob@127.0.0.1"
@@ -37,8 +42,10 @@ NOANSWER = "sip:noanswer@127.0.0.1"
 OFFLINE = "sip:offline@127.0.0.1"
 
 #: the click-to-dial offer, as sent in every a_/b_/c_ trace
-TRACE_SDP = ("v=0\r\no=click-to-dial 0 0 IN IP4 0.0.0.0\r\ns=session\r\nc=IN IP4 0.0.0.0\r\n"
-             "t=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+TRACE_SDP = (
+    "v=0\r\no=click-to-dial 0 0 IN IP4 0.0.0.0\r\ns=session\r\nc=IN IP4 0.0.0.0\r\n"
+    "t=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
 
 
 ACCEPTED = MIReply("call_transfer", "Accepted")
@@ -52,27 +59,33 @@ class Success:
 
     FIRST = "2c22ab5a-64ee-44bf-85ce-8bda1b4d671b"
     NEW = "ecb7871ad125f9ca"
-    FIRST_DIALOG = Dialog("316.43cfb051", "6679027252276", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8e84",
-                          "25ac2bd045e50f6f")
+    FIRST_DIALOG = Dialog(
+        "316.43cfb051", "6679027252276", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8e84", "25ac2bd045e50f6f"
+    )
     F_1_2 = FIRST_DIALOG.changed(1, 2)
     F_2_3 = FIRST_DIALOG.changed(2, 3)
     F_3_4 = FIRST_DIALOG.changed(3, 4)
     F_4_5 = FIRST_DIALOG.changed(4, 5)
-    ANSWER = MIReply("t_uac_dlg", {
-        "Status": "200 Answering", "RURI": "sip:alice-0x564a33827400@127.0.0.1:5071",
-        "Next-hop": "sip:127.0.0.1;lr;did=316.43cfb051",
-        "Routes": ["<sip:127.0.0.1;lr;did=316.43cfb051>"],
-        "Message": "Record-Route: <sip:127.0.0.1;lr;did=316.43cfb051>\r\nVia: SIP/2.0/UDP "
-                   "127.0.0.1:5060;branch=z9hG4bKa464.cb29bf.0\r\nTo: <sip:bob@127.0.0.1>;tag="
-                   "25ac2bd045e50f6f\r\nFrom: <sip:alice@127.0.0.1>;tag=533cb9e91f4b999cf76861c"
-                   "bb9ed54ed-8e84\r\nCSeq: 1 INVITE\r\nCall-ID: 2c22ab5a-64ee-44bf-85ce-8bda1b4"
-                   "d671b\r\nServer: baresip v1.0.0 (x86_64/linux)\r\nContact: <sip:alice-0x564a"
-                   "33827400@127.0.0.1:5071>\r\nAllow: INVITE,ACK,BYE,CANCEL,OPTIONS,NOTIFY,SUBSC"
-                   "RIBE,INFO,MESSAGE,REFER\r\nContent-Type: application/sdp\r\nContent-Length: "
-                   "242\r\n\r\nv=0\r\no=- 1943563910 164861044 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4"
-                   " 127.0.0.1\r\nt=0 0\r\na=tool:baresip 1.0.0\r\nm=audio 20080 RTP/AVP 0\r\na="
-                   "rtpmap:0 PCMU/8000\r\na=sendrecv\r\na=label:1\r\na=ssrc:2298735325 cname:sip:"
-                   "bob@127.0.0.1\r\na=minptime:20\r\na=ptime:20\r\n"})
+    ANSWER = MIReply(
+        "t_uac_dlg",
+        {
+            "Status": "200 Answering",
+            "RURI": "sip:alice-0x564a33827400@127.0.0.1:5071",
+            "Next-hop": "sip:127.0.0.1;lr;did=316.43cfb051",
+            "Routes": ["<sip:127.0.0.1;lr;did=316.43cfb051>"],
+            "Message": "Record-Route: <sip:127.0.0.1;lr;did=316.43cfb051>\r\nVia: SIP/2.0/UDP "
+            "127.0.0.1:5060;branch=z9hG4bKa464.cb29bf.0\r\nTo: <sip:bob@127.0.0.1>;tag="
+            "25ac2bd045e50f6f\r\nFrom: <sip:alice@127.0.0.1>;tag=533cb9e91f4b999cf76861c"
+            "bb9ed54ed-8e84\r\nCSeq: 1 INVITE\r\nCall-ID: 2c22ab5a-64ee-44bf-85ce-8bda1b4"
+            "d671b\r\nServer: baresip v1.0.0 (x86_64/linux)\r\nContact: <sip:alice-0x564a"
+            "33827400@127.0.0.1:5071>\r\nAllow: INVITE,ACK,BYE,CANCEL,OPTIONS,NOTIFY,SUBSC"
+            "RIBE,INFO,MESSAGE,REFER\r\nContent-Type: application/sdp\r\nContent-Length: "
+            "242\r\n\r\nv=0\r\no=- 1943563910 164861044 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4"
+            " 127.0.0.1\r\nt=0 0\r\na=tool:baresip 1.0.0\r\nm=audio 20080 RTP/AVP 0\r\na="
+            "rtpmap:0 PCMU/8000\r\na=sendrecv\r\na=label:1\r\na=ssrc:2298735325 cname:sip:"
+            "bob@127.0.0.1\r\na=minptime:20\r\na=ptime:20\r\n",
+        },
+    )
     START = transfer_started(FIRST, NEW, NEW, BOB)
     NEW_DIALOG = Dialog("2b6.c4a41ee3", "7362628897356", NEW, "e5a5d66019161fba", "d88afc8d222cfb24")
     N_1_2 = NEW_DIALOG.changed(1, 2)
@@ -92,27 +105,33 @@ class Baresip:
 
     FIRST = "d5b79d51-eed7-4fa5-b156-69f92e1f8b43"
     NEW = "3db24369a17bb877"
-    FIRST_DIALOG = Dialog("ce9.1049d432", "10909809218561", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-4272",
-                          "b53b9c304171ef52")
+    FIRST_DIALOG = Dialog(
+        "ce9.1049d432", "10909809218561", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-4272", "b53b9c304171ef52"
+    )
     F_1_2 = FIRST_DIALOG.changed(1, 2)
     F_2_3 = FIRST_DIALOG.changed(2, 3)
     F_3_4 = FIRST_DIALOG.changed(3, 4)
     F_4_5 = FIRST_DIALOG.changed(4, 5)
-    ANSWER = MIReply("t_uac_dlg", {
-        "Status": "200 Answering", "RURI": "sip:alice-0x564a33827400@127.0.0.1:5071",
-        "Next-hop": "sip:127.0.0.1;lr;did=ce9.1049d432",
-        "Routes": ["<sip:127.0.0.1;lr;did=ce9.1049d432>"],
-        "Message": "Record-Route: <sip:127.0.0.1;lr;did=ce9.1049d432>\r\nVia: SIP/2.0/UDP "
-                   "127.0.0.1:5060;branch=z9hG4bK32ae.e9b1a434.0\r\nTo: <sip:bob@127.0.0.1>;tag="
-                   "b53b9c304171ef52\r\nFrom: <sip:alice@127.0.0.1>;tag=533cb9e91f4b999cf76861cb"
-                   "b9ed54ed-4272\r\nCSeq: 1 INVITE\r\nCall-ID: d5b79d51-eed7-4fa5-b156-69f92e1f"
-                   "8b43\r\nServer: baresip v1.0.0 (x86_64/linux)\r\nContact: <sip:alice-0x564a3"
-                   "3827400@127.0.0.1:5071>\r\nAllow: INVITE,ACK,BYE,CANCEL,OPTIONS,NOTIFY,SUBSCR"
-                   "IBE,INFO,MESSAGE,REFER\r\nContent-Type: application/sdp\r\nContent-Length: 2"
-                   "41\r\n\r\nv=0\r\no=- 913590951 1615589826 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 "
-                   "127.0.0.1\r\nt=0 0\r\na=tool:baresip 1.0.0\r\nm=audio 20008 RTP/AVP 0\r\na=r"
-                   "tpmap:0 PCMU/8000\r\na=sendrecv\r\na=label:1\r\na=ssrc:408416701 cname:sip:b"
-                   "ob@127.0.0.1\r\na=minptime:20\r\na=ptime:20\r\n"})
+    ANSWER = MIReply(
+        "t_uac_dlg",
+        {
+            "Status": "200 Answering",
+            "RURI": "sip:alice-0x564a33827400@127.0.0.1:5071",
+            "Next-hop": "sip:127.0.0.1;lr;did=ce9.1049d432",
+            "Routes": ["<sip:127.0.0.1;lr;did=ce9.1049d432>"],
+            "Message": "Record-Route: <sip:127.0.0.1;lr;did=ce9.1049d432>\r\nVia: SIP/2.0/UDP "
+            "127.0.0.1:5060;branch=z9hG4bK32ae.e9b1a434.0\r\nTo: <sip:bob@127.0.0.1>;tag="
+            "b53b9c304171ef52\r\nFrom: <sip:alice@127.0.0.1>;tag=533cb9e91f4b999cf76861cb"
+            "b9ed54ed-4272\r\nCSeq: 1 INVITE\r\nCall-ID: d5b79d51-eed7-4fa5-b156-69f92e1f"
+            "8b43\r\nServer: baresip v1.0.0 (x86_64/linux)\r\nContact: <sip:alice-0x564a3"
+            "3827400@127.0.0.1:5071>\r\nAllow: INVITE,ACK,BYE,CANCEL,OPTIONS,NOTIFY,SUBSCR"
+            "IBE,INFO,MESSAGE,REFER\r\nContent-Type: application/sdp\r\nContent-Length: 2"
+            "41\r\n\r\nv=0\r\no=- 913590951 1615589826 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 "
+            "127.0.0.1\r\nt=0 0\r\na=tool:baresip 1.0.0\r\nm=audio 20008 RTP/AVP 0\r\na=r"
+            "tpmap:0 PCMU/8000\r\na=sendrecv\r\na=label:1\r\na=ssrc:408416701 cname:sip:b"
+            "ob@127.0.0.1\r\na=minptime:20\r\na=ptime:20\r\n",
+        },
+    )
     START = transfer_started(FIRST, NEW, NEW, BOB)
     NEW_DIALOG = Dialog("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd")
     N_1_2 = NEW_DIALOG.changed(1, 2)
@@ -130,25 +149,31 @@ class Linphone:
 
     FIRST = "23f29e6b-b952-4f76-8686-5b38822761b8"
     NEW = "9QUwW~qulz"
-    FIRST_DIALOG = Dialog("02e.debc8072", "15531256630253", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-635a",
-                          "4-Lux~f")
+    FIRST_DIALOG = Dialog(
+        "02e.debc8072", "15531256630253", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-635a", "4-Lux~f"
+    )
     F_1_2 = FIRST_DIALOG.changed(1, 2)
     F_2_3 = FIRST_DIALOG.changed(2, 3)
     F_3_4 = FIRST_DIALOG.changed(3, 4)
-    ANSWER = MIReply("t_uac_dlg", {
-        "Status": "200 Ok", "RURI": "sip:127.0.0.1:5077;transport=udp",
-        "Next-hop": "sip:127.0.0.1;lr;did=02e.debc8072",
-        "Routes": ["<sip:127.0.0.1;lr;did=02e.debc8072>"],
-        "Message": "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK75e8.72a37113.0\r\nFrom: <sip"
-                   ":dave@127.0.0.1>;tag=533cb9e91f4b999cf76861cbb9ed54ed-635a\r\nTo: <sip:bob@1"
-                   "27.0.0.1>;tag=4-Lux~f\r\nCall-ID: 23f29e6b-b952-4f76-8686-5b38822761b8\r\nCSe"
-                   "q: 1 INVITE\r\nUser-Agent: Linphonec/5.1.65\r\nSupported: replaces, outbound,"
-                   " gruu\r\nAllow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY, MESSAGE, SU"
-                   "BSCRIBE, INFO, PRACK, UPDATE\r\nContact: <sip:127.0.0.1:5077;transport=udp>;+"
-                   "sip.instance=\"<urn:uuid:dc25ebb5-de1f-0024-989a-55626937fbe5>\"\r\nContent-T"
-                   "ype: application/sdp\r\nContent-Length: 100\r\nRecord-route: <sip:127.0.0.1;"
-                   "lr;did=02e.debc8072>\r\n\r\nv=0\r\no=dave 3488 1247 IN IP4 127.0.0.1\r\ns=Tal"
-                   "k\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 21042 RTP/AVP 0\r\n"})
+    ANSWER = MIReply(
+        "t_uac_dlg",
+        {
+            "Status": "200 Ok",
+            "RURI": "sip:127.0.0.1:5077;transport=udp",
+            "Next-hop": "sip:127.0.0.1;lr;did=02e.debc8072",
+            "Routes": ["<sip:127.0.0.1;lr;did=02e.debc8072>"],
+            "Message": "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK75e8.72a37113.0\r\nFrom: <sip"
+            ":dave@127.0.0.1>;tag=533cb9e91f4b999cf76861cbb9ed54ed-635a\r\nTo: <sip:bob@1"
+            "27.0.0.1>;tag=4-Lux~f\r\nCall-ID: 23f29e6b-b952-4f76-8686-5b38822761b8\r\nCSe"
+            "q: 1 INVITE\r\nUser-Agent: Linphonec/5.1.65\r\nSupported: replaces, outbound,"
+            " gruu\r\nAllow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY, MESSAGE, SU"
+            "BSCRIBE, INFO, PRACK, UPDATE\r\nContact: <sip:127.0.0.1:5077;transport=udp>;+"
+            'sip.instance="<urn:uuid:dc25ebb5-de1f-0024-989a-55626937fbe5>"\r\nContent-T'
+            "ype: application/sdp\r\nContent-Length: 100\r\nRecord-route: <sip:127.0.0.1;"
+            "lr;did=02e.debc8072>\r\n\r\nv=0\r\no=dave 3488 1247 IN IP4 127.0.0.1\r\ns=Tal"
+            "k\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 21042 RTP/AVP 0\r\n",
+        },
+    )
     START = transfer_started(FIRST, NEW, NEW, BOB)
     NEW_DIALOG = Dialog("284.f2f2f326", "4958040567599", NEW, "FV-VEBEL6", "5f35546085b160ee")
     N_1_2 = NEW_DIALOG.changed(1, 2)
@@ -160,10 +185,13 @@ class Linphone:
 
 
 #: a 200 answer whose members do not matter to the test
-OK_200 = {"Status": "200 Answering", "RURI": "sip:alice-0x564a33827400@127.0.0.1:5071",
-          "Next-hop": "sip:127.0.0.1;lr;did=1ef.a3aaea04",
-          "Routes": ["<sip:127.0.0.1;lr;did=1ef.a3aaea04>"],
-          "Message": "Record-Route: <sip:127.0.0.1;lr;did=1ef.a3aaea04>\r\n"}
+OK_200 = {
+    "Status": "200 Answering",
+    "RURI": "sip:alice-0x564a33827400@127.0.0.1:5071",
+    "Next-hop": "sip:127.0.0.1;lr;did=1ef.a3aaea04",
+    "Routes": ["<sip:127.0.0.1;lr;did=1ef.a3aaea04>"],
+    "Message": "Record-Route: <sip:127.0.0.1;lr;did=1ef.a3aaea04>\r\n",
+}
 
 
 class Rejected:
@@ -174,8 +202,9 @@ class Rejected:
 
     FIRST = "0c65a4b0-5a0d-440b-b7ba-33d50c16656d"
     NEW = "76a3b3bbc1219bee"
-    FIRST_DIALOG = Dialog("1ef.a3aaea04", "17460127246906", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8603",
-                          "217151b106360d7d")
+    FIRST_DIALOG = Dialog(
+        "1ef.a3aaea04", "17460127246906", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-8603", "217151b106360d7d"
+    )
     F_1_2 = FIRST_DIALOG.changed(1, 2)
     F_2_3 = FIRST_DIALOG.changed(2, 3)
     F_3_4 = FIRST_DIALOG.changed(3, 4)
@@ -196,8 +225,9 @@ class RejectedNotify:
 
     FIRST = "d9951552-0030-4f66-958b-fd9165d27f9b"
     NEW = "d22032238b6eba9a"
-    FIRST_DIALOG = Dialog("192.85a72f64", "2822983809624", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-cbb6",
-                          "3e3567ec966b9a8b")
+    FIRST_DIALOG = Dialog(
+        "192.85a72f64", "2822983809624", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-cbb6", "3e3567ec966b9a8b"
+    )
     F_1_3 = FIRST_DIALOG.changed(1, 3)
     F_3_4 = FIRST_DIALOG.changed(3, 4)
     F_4_5 = FIRST_DIALOG.changed(4, 5)
@@ -218,8 +248,9 @@ class UnknownCallee:
 
     FIRST = "e9664bfa-f12a-49e9-ac06-64361e5a5eb2"
     NEW = "12b95a11cc06aaca"
-    FIRST_DIALOG = Dialog("51e.08f4fb46", "15485047361408", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3",
-                          "edcc1b5f3ecfe708")
+    FIRST_DIALOG = Dialog(
+        "51e.08f4fb46", "15485047361408", FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3", "edcc1b5f3ecfe708"
+    )
     F_1_2 = FIRST_DIALOG.changed(1, 2)
     F_2_3 = FIRST_DIALOG.changed(2, 3)
     F_3_4 = FIRST_DIALOG.changed(3, 4)
@@ -234,12 +265,17 @@ class UnknownCallee:
 # (ms after the t_uac_dlg request)
 
 BUSY_FIRST = "f59685bb-f9f7-4cdf-b49c-8ba4a623952f"
-BUSY_RESULT = {"Status": "486 Busy Here", "Message": (
-    "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKe13a.f51b9167.0\r\nFrom: <sip:busy@127.0.0.1>;"
-    "tag=533cb9e91f4b999cf76861cbb9ed54ed-6d53\r\nTo: <sip:bob@127.0.0.1>;tag=6806SIPpTag011\r\n"
-    "Call-ID: f59685bb-f9f7-4cdf-b49c-8ba4a623952f\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")}
-BUSY_DIALOG = Dialog("7e2.5447a38", "3191298749509", BUSY_FIRST,
-                     "533cb9e91f4b999cf76861cbb9ed54ed-6d53", "6806SIPpTag011")
+BUSY_RESULT = {
+    "Status": "486 Busy Here",
+    "Message": (
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKe13a.f51b9167.0\r\nFrom: <sip:busy@127.0.0.1>;"
+        "tag=533cb9e91f4b999cf76861cbb9ed54ed-6d53\r\nTo: <sip:bob@127.0.0.1>;tag=6806SIPpTag011\r\n"
+        "Call-ID: f59685bb-f9f7-4cdf-b49c-8ba4a623952f\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ),
+}
+BUSY_DIALOG = Dialog(
+    "7e2.5447a38", "3191298749509", BUSY_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-6d53", "6806SIPpTag011"
+)
 BUSY_TRACE: list[tuple[float, Step]] = [
     (1.3, BUSY_DIALOG.changed(1, 2)),
     (505.9, BUSY_DIALOG.changed(2, 5)),
@@ -247,8 +283,9 @@ BUSY_TRACE: list[tuple[float, Step]] = [
 ]
 
 NOANSWER_FIRST = "8599f3cb-4033-49a1-a580-59a672425b45"
-NOANSWER_DIALOG = Dialog("557.61a6d1a", "8061823314454", NOANSWER_FIRST,
-                         "533cb9e91f4b999cf76861cbb9ed54ed-247c", "6808SIPpTag023")
+NOANSWER_DIALOG = Dialog(
+    "557.61a6d1a", "8061823314454", NOANSWER_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-247c", "6808SIPpTag023"
+)
 NOANSWER_TRACE: list[tuple[float, Step]] = [
     (1.0, NOANSWER_DIALOG.changed(1, 2)),
     (119463.4, NOANSWER_DIALOG.changed(2, 5)),
@@ -257,34 +294,68 @@ NOANSWER_TRACE: list[tuple[float, Step]] = [
 
 OFFLINE_FIRST = "3fb6d33a-6cdc-4443-a95d-72a2e964bc6d"
 OFFLINE_TRACE: list[tuple[float, Step]] = [
-    (5497.2, dialog_state_changed("557.51a6d1a", "8061823314453", OFFLINE_FIRST,
-                                  "533cb9e91f4b999cf76861cbb9ed54ed-dafb", None, 1, 5)),
-    (5497.5, MIReply("t_uac_dlg", {"Status": "408 Request Timeout", "Message": (
-        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKc876.96716b93.0\r\nTo: <sip:bob@127.0.0.1>"
-        ";tag=bcaa-963cdea4ae73dd3a9adfdf0719174798\r\nFrom: <sip:offline@127.0.0.1>;tag=533cb9e91"
-        "f4b999cf76861cbb9ed54ed-dafb\r\nCall-ID: 3fb6d33a-6cdc-4443-a95d-72a2e964bc6d\r\nCSeq: 1 "
-        "INVITE\r\nServer: OpenSIPS (3.4.18 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n")})),
+    (
+        5497.2,
+        dialog_state_changed(
+            "557.51a6d1a", "8061823314453", OFFLINE_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-dafb", None, 1, 5
+        ),
+    ),
+    (
+        5497.5,
+        MIReply(
+            "t_uac_dlg",
+            {
+                "Status": "408 Request Timeout",
+                "Message": (
+                    "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKc876.96716b93.0\r\nTo: <sip:bob@127.0.0.1>"
+                    ";tag=bcaa-963cdea4ae73dd3a9adfdf0719174798\r\nFrom: <sip:offline@127.0.0.1>;tag=533cb9e91"
+                    "f4b999cf76861cbb9ed54ed-dafb\r\nCall-ID: 3fb6d33a-6cdc-4443-a95d-72a2e964bc6d\r\nCSeq: 1 "
+                    "INVITE\r\nServer: OpenSIPS (3.4.18 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n"
+                ),
+            },
+        ),
+    ),
 ]
 
 UNKNOWN_FIRST = "78964e94-6f0a-46ff-b5e1-09c3304cd89e"
 UNKNOWN_TRACE: list[tuple[float, Step]] = [
-    (1.0, MIReply("t_uac_dlg", {"Status": "404 User Not Found", "Message": (
-        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK9d96.06752d35.0\r\nTo: <sip:bob@127.0.0.1>"
-        ";tag=bcaa-0fdb5466cc0e86cdd3cbaff250ef67ab\r\nFrom: <sip:nobody@127.0.0.1>;tag=533cb9e91"
-        "f4b999cf76861cbb9ed54ed-3d7d\r\nCall-ID: 78964e94-6f0a-46ff-b5e1-09c3304cd89e\r\nCSeq: 1 "
-        "INVITE\r\nServer: OpenSIPS (3.4.18 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n")})),
-    (1.1, dialog_state_changed("2a9.014c5606", "10593006634000", UNKNOWN_FIRST,
-                               "533cb9e91f4b999cf76861cbb9ed54ed-3d7d", None, 1, 5)),
+    (
+        1.0,
+        MIReply(
+            "t_uac_dlg",
+            {
+                "Status": "404 User Not Found",
+                "Message": (
+                    "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK9d96.06752d35.0\r\nTo: <sip:bob@127.0.0.1>"
+                    ";tag=bcaa-0fdb5466cc0e86cdd3cbaff250ef67ab\r\nFrom: <sip:nobody@127.0.0.1>;tag=533cb9e91"
+                    "f4b999cf76861cbb9ed54ed-3d7d\r\nCall-ID: 78964e94-6f0a-46ff-b5e1-09c3304cd89e\r\nCSeq: 1 "
+                    "INVITE\r\nServer: OpenSIPS (3.4.18 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n"
+                ),
+            },
+        ),
+    ),
+    (
+        1.1,
+        dialog_state_changed(
+            "2a9.014c5606",
+            "10593006634000",
+            UNKNOWN_FIRST,
+            "533cb9e91f4b999cf76861cbb9ed54ed-3d7d",
+            None,
+            1,
+            5,
+        ),
+    ),
 ]
 
 #: b_click_to_dial_cancel: the ringing call is cancelled (CallEnd / the
 #: proxy): 2->5, and the t_uac_dlg reply only comes after fr_inv_timeout
 CANCEL_FIRST = "6d2ba4b9-0ef8-42e2-b8b8-b1023e530823"
-CANCEL_DIALOG = Dialog("5.3151ff77", "23488042259", CANCEL_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-601c",
-                       "6808SIPpTag024")
+CANCEL_DIALOG = Dialog(
+    "5.3151ff77", "23488042259", CANCEL_FIRST, "533cb9e91f4b999cf76861cbb9ed54ed-601c", "6808SIPpTag024"
+)
 CANCEL_1_2 = CANCEL_DIALOG.changed(1, 2)
 CANCEL_2_5 = CANCEL_DIALOG.changed(2, 5)
-
 
 
 def answered(caller: str = ALICE, callee: str = BOB) -> tuple[str, Any]:
@@ -315,10 +386,13 @@ def invite(callid: str, caller: str = ALICE, callee: str = BOB) -> dict[str, Any
     """
     The t_uac_dlg params of the traces (a_click_to_dial_success etc.).
     """
-    return {"method": "INVITE", "ruri": caller,
-            "headers": f"From: <{caller}>\r\nTo: <{callee}>\r\nContact: <{caller}>\r\n"
-                       f"Content-Type: application/sdp\r\nCSeq: 1 INVITE\r\nCall-Id: {callid}\r\n",
-            "body": TRACE_SDP}
+    return {
+        "method": "INVITE",
+        "ruri": caller,
+        "headers": f"From: <{caller}>\r\nTo: <{callee}>\r\nContact: <{caller}>\r\n"
+        f"Content-Type: application/sdp\r\nCSeq: 1 INVITE\r\nCall-Id: {callid}\r\n",
+        "body": TRACE_SDP,
+    }
 
 
 def transfer(callid: str, callee: str = BOB) -> dict[str, Any]:
@@ -335,9 +409,14 @@ class Env(ScenarioHarness[CallStart]):
         return self.command.callid
 
 
-def run(caller: str = ALICE, callee: str = BOB, callid: str | None = None,
-        settings: Settings | None = None, names: MINames | None = None,
-        **extra: Any) -> Env:
+def run(
+    caller: str = ALICE,
+    callee: str = BOB,
+    callid: str | None = None,
+    settings: Settings | None = None,
+    names: MINames | None = None,
+    **extra: Any,
+) -> Env:
     """
     Start a CallStart; C{callid} (a trace's) replaces the generated Call-ID
     before the command runs.
@@ -347,8 +426,14 @@ def run(caller: str = ALICE, callee: str = BOB, callid: str | None = None,
         if callid is not None:
             command.callid = callid
 
-    return Env.start(CallStart, {"caller": caller, "callee": callee, **extra}, "c1",
-                     settings=settings, names=names, prepare=use_the_traces_callid)
+    return Env.start(
+        CallStart,
+        {"caller": caller, "callee": callee, **extra},
+        "c1",
+        settings=settings,
+        names=names,
+        prepare=use_the_traces_callid,
+    )
 
 
 def answer_and_accept(env: Env, trace: Any) -> None:
@@ -377,12 +462,19 @@ def test_t_uac_dlg_request() -> None:
     assert str(uuid.UUID(callid)) == callid and uuid.UUID(callid).version == 4
     assert env.command.result_extra() == {"callid": callid}
     assert [tuple(r) for r in env.mi.requests] == [
-        ("t_uac_dlg", {
-            "method": "INVITE", "ruri": ALICE,
-            "headers": "From: <sip:alice@127.0.0.1>\r\nTo: <sip:bob@127.0.0.1>\r\n"
-                       "Contact: <sip:alice@127.0.0.1>\r\nContent-Type: application/sdp\r\n"
-                       f"CSeq: 1 INVITE\r\nCall-Id: {callid}\r\n",
-            "body": TRACE_SDP}, 70.0)]
+        (
+            "t_uac_dlg",
+            {
+                "method": "INVITE",
+                "ruri": ALICE,
+                "headers": "From: <sip:alice@127.0.0.1>\r\nTo: <sip:bob@127.0.0.1>\r\n"
+                "Contact: <sip:alice@127.0.0.1>\r\nContent-Type: application/sdp\r\n"
+                f"CSeq: 1 INVITE\r\nCall-Id: {callid}\r\n",
+                "body": TRACE_SDP,
+            },
+            70.0,
+        )
+    ]
     assert "next_hop" not in env.mi.requests[0].params  # type: ignore[operator]
     assert env.events() == []
     assert env.hub.registrations == 1  # E_DLG_STATE_CHANGED of the first call
@@ -423,12 +515,19 @@ def test_40_names() -> None:
     names.use(["tm:uac_dlg", "callops:transfer", "dialog:end_dlg", "tm:uac_cancel"])
     t = Success
     env = run(callid=t.FIRST, names=names)
-    env.play(t.F_3_4, MIReply("tm:uac_dlg", Success.ANSWER.result),
-             MIReply("callops:transfer", "Accepted"), t.START, t.OK,
-             MIReply("dialog:end_dlg", "OK"))
-    assert env.requests() == [("tm:uac_dlg", invite(t.FIRST)),
-                              ("callops:transfer", transfer(t.FIRST)),
-                              ("dialog:end_dlg", {"dialog_id": t.FIRST})]
+    env.play(
+        t.F_3_4,
+        MIReply("tm:uac_dlg", Success.ANSWER.result),
+        MIReply("callops:transfer", "Accepted"),
+        t.START,
+        t.OK,
+        MIReply("dialog:end_dlg", "OK"),
+    )
+    assert env.requests() == [
+        ("tm:uac_dlg", invite(t.FIRST)),
+        ("callops:transfer", transfer(t.FIRST)),
+        ("dialog:end_dlg", {"dialog_id": t.FIRST}),
+    ]
     assert env.events()[-2:] == [callee_answered(t.NEW), ENDED]
     env.assert_ended_clean()
 
@@ -545,27 +644,30 @@ def test_transfer_404_410_retried(code: int, message: str) -> None:
     env.clock.advance(0.49)
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
     env.clock.advance(0.01)
-    assert env.requests() == [("t_uac_dlg", invite(t.FIRST)), ("call_transfer", transfer(t.FIRST)),
-                              ("call_transfer", transfer(t.FIRST))]
+    assert env.requests() == [
+        ("t_uac_dlg", invite(t.FIRST)),
+        ("call_transfer", transfer(t.FIRST)),
+        ("call_transfer", transfer(t.FIRST)),
+    ]
     env.play(ACCEPTED, t.START, t.OK, MIReply("dlg_end_dlg", "OK"))
-    assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW),
-                            ENDED]
+    assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW), ENDED]
     env.assert_ended_clean()
 
 
 @pytest.mark.parametrize("retries, delay", [(3, 0.5), (1, 0.2), (0, 0.5)])
 def test_transfer_404_retries_exhausted(retries: int, delay: float) -> None:
     t = Success
-    env = run(callid=t.FIRST,
-              settings=Settings(transfer_retries=retries, transfer_retry_delay=delay))
+    env = run(callid=t.FIRST, settings=Settings(transfer_retries=retries, transfer_retry_delay=delay))
     env.play(t.F_3_4, t.ANSWER)
     for _ in range(retries):
         env.play(MIFailure("call_transfer", 404, "Dialog not found"))
         env.clock.advance(delay)
     env.play(MIFailure("call_transfer", 404, "Dialog not found"))
-    assert env.requests() == ([("t_uac_dlg", invite(t.FIRST))]
-                              + [("call_transfer", transfer(t.FIRST))] * (retries + 1)
-                              + [("dlg_end_dlg", {"dialog_id": t.FIRST})])
+    assert env.requests() == (
+        [("t_uac_dlg", invite(t.FIRST))]
+        + [("call_transfer", transfer(t.FIRST))] * (retries + 1)
+        + [("dlg_end_dlg", {"dialog_id": t.FIRST})]
+    )
     assert env.events() == [answered()]
     env.play(MIReply("dlg_end_dlg", "OK"))
     assert env.events() == [answered(), error("404 Dialog not found"), ENDED]
@@ -593,15 +695,38 @@ def test_full_success_sequence() -> None:
     env = run(callid=t.FIRST)
     env.replay([(1.2, t.F_1_2), (1.6, t.F_2_3), (1.9, t.F_3_4), (2.0, t.ANSWER)])
     assert env.events() == [answered()]
-    env.replay([(2.5, ACCEPTED), (3.5, t.START), (4.3, t.N_1_2), (4.7, t.N_2_3),
-                (4.75, t.NOTIFY_100), (4.8, t.OK), (6.2, t.N_3_4)])
-    assert env.events() == [answered(), transferring(), started(t.NEW),
-                            pending(t.NEW, "100 Trying"), callee_answered(t.NEW)]
-    assert env.requests() == [("t_uac_dlg", invite(t.FIRST)), ("call_transfer", transfer(t.FIRST)),
-                              ("dlg_end_dlg", {"dialog_id": t.FIRST})]
+    env.replay(
+        [
+            (2.5, ACCEPTED),
+            (3.5, t.START),
+            (4.3, t.N_1_2),
+            (4.7, t.N_2_3),
+            (4.75, t.NOTIFY_100),
+            (4.8, t.OK),
+            (6.2, t.N_3_4),
+        ]
+    )
+    assert env.events() == [
+        answered(),
+        transferring(),
+        started(t.NEW),
+        pending(t.NEW, "100 Trying"),
+        callee_answered(t.NEW),
+    ]
+    assert env.requests() == [
+        ("t_uac_dlg", invite(t.FIRST)),
+        ("call_transfer", transfer(t.FIRST)),
+        ("dlg_end_dlg", {"dialog_id": t.FIRST}),
+    ]
     env.play(t.NOTIFY_200, MIReply("dlg_end_dlg", "OK"), t.F_4_5)
-    assert env.events() == [answered(), transferring(), started(t.NEW),
-                            pending(t.NEW, "100 Trying"), callee_answered(t.NEW), ENDED]
+    assert env.events() == [
+        answered(),
+        transferring(),
+        started(t.NEW),
+        pending(t.NEW, "100 Trying"),
+        callee_answered(t.NEW),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -609,11 +734,11 @@ def test_success_notify_delay_trace_order() -> None:
     # a_click_to_dial_success_notify_delay as recorded: notifies after ok
     t = Success
     env = run(callid=t.FIRST)
-    env.play(t.F_1_2, t.F_2_3, t.F_3_4, t.ANSWER, ACCEPTED, t.START, t.N_1_2, t.N_2_3, t.OK,
-             t.N_3_4, t.NOTIFY_100)
+    env.play(
+        t.F_1_2, t.F_2_3, t.F_3_4, t.ANSWER, ACCEPTED, t.START, t.N_1_2, t.N_2_3, t.OK, t.N_3_4, t.NOTIFY_100
+    )
     env.play(MIReply("dlg_end_dlg", "OK"), t.NOTIFY_200, t.N_4_5)
-    assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW),
-                            ENDED]
+    assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW), ENDED]
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer", "dlg_end_dlg"]
     env.assert_ended_clean()
 
@@ -623,10 +748,8 @@ def test_success_first_dialog_gone_before_ok() -> None:
     # no dlg_end_dlg
     t = Baresip
     env = run(callid=t.FIRST)
-    env.play(t.F_1_2, t.ANSWER, t.F_2_3, t.F_3_4, ACCEPTED, t.START, t.F_4_5, t.N_1_2, t.N_2_3,
-             t.OK, t.N_3_4)
-    assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW),
-                            ENDED]
+    env.play(t.F_1_2, t.ANSWER, t.F_2_3, t.F_3_4, ACCEPTED, t.START, t.F_4_5, t.N_1_2, t.N_2_3, t.OK, t.N_3_4)
+    assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW), ENDED]
     assert env.requests() == [("t_uac_dlg", invite(t.FIRST)), ("call_transfer", transfer(t.FIRST))]
     env.assert_ended_clean()
 
@@ -635,14 +758,33 @@ def test_success_linphone() -> None:
     # a_click_to_dial_success_linphone: caller dave, "200 Ok"
     t = Linphone
     env = run(caller=DAVE, callid=t.FIRST)
-    env.play(t.F_1_2, t.F_2_3, t.ANSWER, t.F_3_4, ACCEPTED, t.START, t.N_1_2, t.N_2_3, t.OK,
-             t.NOTIFY_100, t.N_3_4, t.NOTIFY_200)
-    assert env.requests() == [("t_uac_dlg", invite(t.FIRST, caller=DAVE)),
-                              ("call_transfer", transfer(t.FIRST)),
-                              ("dlg_end_dlg", {"dialog_id": t.FIRST})]
+    env.play(
+        t.F_1_2,
+        t.F_2_3,
+        t.ANSWER,
+        t.F_3_4,
+        ACCEPTED,
+        t.START,
+        t.N_1_2,
+        t.N_2_3,
+        t.OK,
+        t.NOTIFY_100,
+        t.N_3_4,
+        t.NOTIFY_200,
+    )
+    assert env.requests() == [
+        ("t_uac_dlg", invite(t.FIRST, caller=DAVE)),
+        ("call_transfer", transfer(t.FIRST)),
+        ("dlg_end_dlg", {"dialog_id": t.FIRST}),
+    ]
     env.play(MIReply("dlg_end_dlg", "OK"))
-    assert env.events() == [answered(DAVE), transferring(DAVE), started(t.NEW, DAVE),
-                            callee_answered(t.NEW, DAVE), ENDED]
+    assert env.events() == [
+        answered(DAVE),
+        transferring(DAVE),
+        started(t.NEW, DAVE),
+        callee_answered(t.NEW, DAVE),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -651,8 +793,7 @@ def test_success_dlg_end_dlg_404_is_not_an_error() -> None:
     env = run(callid=t.FIRST)
     answer_and_accept(env, t)
     env.play(t.START, t.OK, MIFailure("dlg_end_dlg", 404, "Requested Dialog not found"))
-    assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW),
-                            ENDED]
+    assert env.events() == [answered(), transferring(), started(t.NEW), callee_answered(t.NEW), ENDED]
     env.assert_ended_clean()
 
 
@@ -662,21 +803,25 @@ def test_success_start_before_accepted() -> None:
     env.play(t.F_3_4, t.ANSWER, t.START, t.NOTIFY_100)
     assert env.events() == [answered()]
     env.play(ACCEPTED)
-    assert env.events() == [answered(), transferring(), started(t.NEW),
-                            pending(t.NEW, "100 Trying")]
+    assert env.events() == [answered(), transferring(), started(t.NEW), pending(t.NEW, "100 Trying")]
 
 
 # -- the caller does not answer -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("caller, first, timeline, status, ring", [
-    (BUSY, BUSY_FIRST, BUSY_TRACE, "486 Busy Here", None),
-    (NOANSWER, NOANSWER_FIRST, NOANSWER_TRACE, "408 Request Timeout", 130),
-    (OFFLINE, OFFLINE_FIRST, OFFLINE_TRACE, "408 Request Timeout", None),
-    (NOBODY, UNKNOWN_FIRST, UNKNOWN_TRACE, "404 User Not Found", None),
-], ids=["busy", "noanswer", "offline", "unknown"])
-def test_caller_failures(caller: str, first: str, timeline: list[tuple[float, Step]],
-                         status: str, ring: float | None) -> None:
+@pytest.mark.parametrize(
+    "caller, first, timeline, status, ring",
+    [
+        (BUSY, BUSY_FIRST, BUSY_TRACE, "486 Busy Here", None),
+        (NOANSWER, NOANSWER_FIRST, NOANSWER_TRACE, "408 Request Timeout", 130),
+        (OFFLINE, OFFLINE_FIRST, OFFLINE_TRACE, "408 Request Timeout", None),
+        (NOBODY, UNKNOWN_FIRST, UNKNOWN_TRACE, "404 User Not Found", None),
+    ],
+    ids=["busy", "noanswer", "offline", "unknown"],
+)
+def test_caller_failures(
+    caller: str, first: str, timeline: list[tuple[float, Step]], status: str, ring: float | None
+) -> None:
     extra: dict[str, Any] = {} if ring is None else {"ring_timeout": ring}
     env = run(caller=caller, callid=first, **extra)
     env.replay(timeline)
@@ -706,7 +851,8 @@ def test_first_dialog_deleted_while_ringing() -> None:
     env.clock.advance(0.01)
     assert env.events() == [
         error(f"487 Request Terminated: the call to {NOANSWER} ended before it was answered"),
-        ENDED]
+        ENDED,
+    ]
     assert env.mi.requests[0].state == "cancelled"
     assert env.mi.methods() == ["t_uac_dlg"]
     env.assert_ended_clean()
@@ -719,11 +865,18 @@ def test_unexpected_t_uac_dlg_result() -> None:
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("code, message, data, text", [
-    (400, "From missing", None, "400 From missing"),
-    (-32602, "Invalid params", "Too few or too many parameters",
-     "-32602 Invalid params (Too few or too many parameters)"),
-])
+@pytest.mark.parametrize(
+    "code, message, data, text",
+    [
+        (400, "From missing", None, "400 From missing"),
+        (
+            -32602,
+            "Invalid params",
+            "Too few or too many parameters",
+            "-32602 Invalid params (Too few or too many parameters)",
+        ),
+    ],
+)
 def test_t_uac_dlg_mi_error(code: int, message: str, data: str | None, text: str) -> None:
     env = run()
     env.play(MIFailure("t_uac_dlg", code, message, data))
@@ -748,16 +901,18 @@ def test_ring_timeout_cancels(ring: float | None, text: str) -> None:
     env.clock.advance(seconds - 0.001 - env.clock.seconds())
     assert env.events() == [] and env.mi.methods() == ["t_uac_dlg"]
     env.clock.advance(0.001)
-    assert env.requests() == [("t_uac_dlg", invite(NOANSWER_FIRST, caller=NOANSWER)),
-                              ("t_uac_cancel", {"callid": NOANSWER_FIRST, "cseq": "1"})]
+    assert env.requests() == [
+        ("t_uac_dlg", invite(NOANSWER_FIRST, caller=NOANSWER)),
+        ("t_uac_cancel", {"callid": NOANSWER_FIRST, "cseq": "1"}),
+    ]
     # the Error waits for the cancel's outcome (a 2xx may cross it):
     # b_click_to_dial_cancel: the dialog goes 2->5
     assert env.events() == []
     env.play(MIReply("t_uac_cancel", "OK"), NOANSWER_TRACE[1][1])
     assert env.events() == [
-        error(f"408 Request Timeout: {NOANSWER} did not answer within {text} s "
-              "(INVITE cancelled)"),
-        ENDED]
+        error(f"408 Request Timeout: {NOANSWER} did not answer within {text} s (INVITE cancelled)"),
+        ENDED,
+    ]
     env.assert_ended_clean()
     # the late 408 of the cancelled INVITE: nothing more
     env.clock.advance(200)
@@ -776,8 +931,10 @@ def test_answer_crossing_the_cancel_is_hung_up() -> None:
     env.play(NOANSWER_DIALOG.changed(2, 3))
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": NOANSWER_FIRST})
     env.play(MIReply("dlg_end_dlg", "OK"))
-    assert env.events() == [error(f"408 Request Timeout: {NOANSWER} did not answer within 3 s "
-                                  "(INVITE cancelled)"), ENDED]
+    assert env.events() == [
+        error(f"408 Request Timeout: {NOANSWER} did not answer within 3 s (INVITE cancelled)"),
+        ENDED,
+    ]
 
 
 def test_cancel_without_outcome_ends_the_dialog_anyway() -> None:
@@ -797,7 +954,8 @@ def test_settings_ring_timeout() -> None:
     env.play(MIFailure("dlg_end_dlg", 404, "Requested Dialog not found"))
     assert env.events()[0] == error(
         f"408 Request Timeout: no answer to the INVITE to {ALICE} and no dialog event within "
-        "5 s (INVITE cancelled; is OpenSIPS overloaded or the event subscription broken?)")
+        "5 s (INVITE cancelled; is OpenSIPS overloaded or the event subscription broken?)"
+    )
 
 
 def test_answer_cancels_the_ring_timeout() -> None:
@@ -820,8 +978,7 @@ def test_caller_hangs_up_before_the_transfer() -> None:
     env.play(t.F_1_2, t.ANSWER, t.F_2_3)
     env.clock.advance(1)
     env.play(t.F_4_5)
-    assert env.events() == [answered(), error(f"{ALICE} hung up before the transfer to {BOB}"),
-                            ENDED]
+    assert env.events() == [answered(), error(f"{ALICE} hung up before the transfer to {BOB}"), ENDED]
     assert env.mi.methods() == ["t_uac_dlg"]
     env.assert_ended_clean()
 
@@ -834,16 +991,27 @@ def test_callee_fail_ends_the_first_call() -> None:
     t = RejectedNotify
     env = run(callee=BUSY, callid=t.FIRST)
     env.play(t.F_1_3, MIReply("t_uac_dlg", OK_200), t.F_3_4)
-    assert env.requests() == [("t_uac_dlg", invite(t.FIRST, callee=BUSY)),
-                              ("call_transfer", transfer(t.FIRST, BUSY))]
+    assert env.requests() == [
+        ("t_uac_dlg", invite(t.FIRST, callee=BUSY)),
+        ("call_transfer", transfer(t.FIRST, BUSY)),
+    ]
     env.play(ACCEPTED, t.START, t.N_1_2, t.NOTIFY_100, t.N_2_5, t.FAIL)
-    assert env.events() == [answered(callee=BUSY), transferring(callee=BUSY),
-                            started(t.NEW, callee=BUSY), pending(t.NEW, "100 Trying", callee=BUSY)]
+    assert env.events() == [
+        answered(callee=BUSY),
+        transferring(callee=BUSY),
+        started(t.NEW, callee=BUSY),
+        pending(t.NEW, "100 Trying", callee=BUSY),
+    ]
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": t.FIRST})
     env.play(t.NOTIFY_486, MIReply("dlg_end_dlg", "OK"), t.F_4_5)
-    assert env.events() == [answered(callee=BUSY), transferring(callee=BUSY),
-                            started(t.NEW, callee=BUSY), pending(t.NEW, "100 Trying", callee=BUSY),
-                            error("transfer failed with status 486 Busy Here"), ENDED]
+    assert env.events() == [
+        answered(callee=BUSY),
+        transferring(callee=BUSY),
+        started(t.NEW, callee=BUSY),
+        pending(t.NEW, "100 Trying", callee=BUSY),
+        error("transfer failed with status 486 Busy Here"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -851,11 +1019,25 @@ def test_callee_fail_first_call_already_gone() -> None:
     # c_click_to_dial_transfer_rejected: 4->5 of the first call before fail
     t = Rejected
     env = run(callee=BUSY, callid=t.FIRST)
-    env.play(t.F_1_2, t.F_2_3, t.F_3_4, MIReply("t_uac_dlg", OK_200), ACCEPTED, t.START, t.F_4_5,
-             t.N_1_2, t.N_2_5, t.FAIL)
-    assert env.events() == [answered(callee=BUSY), transferring(callee=BUSY),
-                            started(t.NEW, callee=BUSY),
-                            error("transfer failed with status 486 Busy Here"), ENDED]
+    env.play(
+        t.F_1_2,
+        t.F_2_3,
+        t.F_3_4,
+        MIReply("t_uac_dlg", OK_200),
+        ACCEPTED,
+        t.START,
+        t.F_4_5,
+        t.N_1_2,
+        t.N_2_5,
+        t.FAIL,
+    )
+    assert env.events() == [
+        answered(callee=BUSY),
+        transferring(callee=BUSY),
+        started(t.NEW, callee=BUSY),
+        error("transfer failed with status 486 Busy Here"),
+        ENDED,
+    ]
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
     env.assert_ended_clean()
 
@@ -867,13 +1049,20 @@ def test_callee_unknown_start_and_fail_before_accepted() -> None:
     env.play(t.F_1_2, t.F_2_3, t.F_3_4, MIReply("t_uac_dlg", OK_200), t.START, t.N_1_5, t.FAIL)
     assert env.events() == [answered(callee=NOBODY)]
     env.play(ACCEPTED)
-    assert env.events() == [answered(callee=NOBODY), transferring(callee=NOBODY),
-                            started(t.NEW, callee=NOBODY)]
+    assert env.events() == [
+        answered(callee=NOBODY),
+        transferring(callee=NOBODY),
+        started(t.NEW, callee=NOBODY),
+    ]
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": t.FIRST})
     env.play(t.F_4_5, MIFailure("dlg_end_dlg", 404, "Requested Dialog not found"))
-    assert env.events() == [answered(callee=NOBODY), transferring(callee=NOBODY),
-                            started(t.NEW, callee=NOBODY),
-                            error("transfer failed with status 408 Request Timeout"), ENDED]
+    assert env.events() == [
+        answered(callee=NOBODY),
+        transferring(callee=NOBODY),
+        started(t.NEW, callee=NOBODY),
+        error("transfer failed with status 408 Request Timeout"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -884,10 +1073,14 @@ def test_first_call_gone_during_the_transfer_and_no_start() -> None:
     env.play(t.F_1_2, t.ANSWER, t.F_2_3, t.F_3_4, ACCEPTED, t.F_4_5)
     env.clock.advance(2)
     assert env.events() == [
-        answered(), transferring(),
-        error(f"timed out after 2 s waiting for E_CALL_TRANSFER start after the call {t.FIRST} "
-              "ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"),
-        ENDED]
+        answered(),
+        transferring(),
+        error(
+            f"timed out after 2 s waiting for E_CALL_TRANSFER start after the call {t.FIRST} "
+            "ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"
+        ),
+        ENDED,
+    ]
     assert env.mi.methods() == ["t_uac_dlg", "call_transfer"]
     env.assert_ended_clean()
 
@@ -905,8 +1098,7 @@ def test_refer_rejected_code_result_ends_the_first_call() -> None:
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("started_, seconds", [(False, 15), (True, 130)],
-                         ids=["no-start", "no-outcome"])
+@pytest.mark.parametrize("started_, seconds", [(False, 15), (True, 130)], ids=["no-start", "no-outcome"])
 def test_transfer_timeout_ends_the_first_call(started_: bool, seconds: float) -> None:
     # d_blind_transfer_refer_rejected in a click-to-dial: the caller's phone
     # refuses the REFER, OpenSIPS said "Accepted" and raises nothing
@@ -933,10 +1125,14 @@ def test_transfer_start_timeout_error_text() -> None:
     if "dlg_end_dlg" in env.mi.methods():  # once the bug above is fixed
         env.play(MIReply("dlg_end_dlg", "OK"))
     assert env.events() == [
-        answered(), transferring(),
-        error("timed out after 0.3 s waiting for E_CALL_TRANSFER start: the REFER may have been "
-              "rejected or the transferee never sent its INVITE"),
-        ENDED]
+        answered(),
+        transferring(),
+        error(
+            "timed out after 0.3 s waiting for E_CALL_TRANSFER start: the REFER may have been "
+            "rejected or the transferee never sent its INVITE"
+        ),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -949,8 +1145,15 @@ def test_nothing_after_ended() -> None:
     answer_and_accept(env, t)
     env.play(t.START, t.OK, MIReply("dlg_end_dlg", "OK"))
     done = list(env.events())
-    env.play(t.NOTIFY_100, t.NOTIFY_200, t.F_4_5, t.F_3_4, t.START, t.OK,
-             transfer_failed(t.FIRST, "callee", t.NEW, BOB, "486 Busy Here"))
+    env.play(
+        t.NOTIFY_100,
+        t.NOTIFY_200,
+        t.F_4_5,
+        t.F_3_4,
+        t.START,
+        t.OK,
+        transfer_failed(t.FIRST, "callee", t.NEW, BOB, "486 Busy Here"),
+    )
     env.clock.advance(10000)
     env.command.fail("late")
     env.command.end()
@@ -964,8 +1167,10 @@ def test_abort_while_ringing() -> None:
     env.command.abort("client disconnected")
     assert env.mi.requests[0].state == "cancelled"
     # the caller's phone must not be left ringing or in a call with nobody
-    assert env.requests()[1:] == [("t_uac_cancel", {"callid": NOANSWER_FIRST, "cseq": "1"}),
-                                  ("dlg_end_dlg", {"dialog_id": NOANSWER_FIRST})]
+    assert env.requests()[1:] == [
+        ("t_uac_cancel", {"callid": NOANSWER_FIRST, "cseq": "1"}),
+        ("dlg_end_dlg", {"dialog_id": NOANSWER_FIRST}),
+    ]
     assert env.events() == []
     assert env.hub.registrations == 0 and env.clock.getDelayedCalls() == []
 
@@ -976,16 +1181,29 @@ def test_a_30_minute_click_to_dial_call() -> None:
     # is left, nothing is reported
     t = Success
     env = run(callid=t.FIRST)
-    env.play(t.F_1_2, t.F_2_3, t.F_3_4, t.ANSWER, ACCEPTED, t.START, t.N_1_2, t.N_2_3, t.OK,
-             t.N_3_4, MIReply("dlg_end_dlg", "OK"), t.F_4_5)
+    env.play(
+        t.F_1_2,
+        t.F_2_3,
+        t.F_3_4,
+        t.ANSWER,
+        ACCEPTED,
+        t.START,
+        t.N_1_2,
+        t.N_2_3,
+        t.OK,
+        t.N_3_4,
+        MIReply("dlg_end_dlg", "OK"),
+        t.F_4_5,
+    )
     done = list(env.events())
     assert done[-1] == ENDED
     env.assert_ended_clean()
     for minute in range(30):
         env.clock.advance(60)
-        env.play(("E_CALL_HOLD", {"callid": t.NEW, "leg": "caller", "action": "hold",
-                                  "state": "start"}),
-                 t.NOTIFY_200)
+        env.play(
+            ("E_CALL_HOLD", {"callid": t.NEW, "leg": "caller", "action": "hold", "state": "start"}),
+            t.NOTIFY_200,
+        )
         assert env.clock.getDelayedCalls() == []
     env.play(t.N_4_5)
     assert env.clock.seconds() >= 1800
@@ -997,36 +1215,46 @@ def test_a_30_minute_click_to_dial_call() -> None:
 # -- ring_timeout validation ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [0, -1, "5", True, False, 601, 600.5, [5], float("nan"),
-                                   float("inf")])
+@pytest.mark.parametrize("value", [0, -1, "5", True, False, 601, 600.5, [5], float("nan"), float("inf")])
 def test_ring_timeout_refused(value: Any) -> None:
     with pytest.raises(RPCError) as caught:
         CallStart.check({"caller": ALICE, "callee": BOB, "ring_timeout": value})
     assert (caught.value.code, caught.value.message, caught.value.data) == (
-        -32602, "Invalid params",
-        "ring_timeout must be a number of seconds, 0 < ring_timeout <= 600")
+        -32602,
+        "Invalid params",
+        "ring_timeout must be a number of seconds, 0 < ring_timeout <= 600",
+    )
 
 
 @pytest.mark.parametrize("value", [0.5, 600, 1, 60.0])
 def test_ring_timeout_accepted(value: float) -> None:
     assert CallStart.check({"caller": ALICE, "callee": BOB, "ring_timeout": value}) == {
-        "caller": ALICE, "callee": BOB, "ring_timeout": float(value)}
+        "caller": ALICE,
+        "callee": BOB,
+        "ring_timeout": float(value),
+    }
 
 
 def test_ring_timeout_null_is_the_default() -> None:
     assert CallStart.check({"caller": ALICE, "callee": BOB, "ring_timeout": None}) == {
-        "caller": ALICE, "callee": BOB}
+        "caller": ALICE,
+        "callee": BOB,
+    }
 
 
-@pytest.mark.parametrize("params, data", [
-    ({"callee": BOB}, "missing parameter caller"),
-    ({"caller": ALICE}, "missing parameter callee"),
-    ({"caller": "alice", "callee": BOB},
-     "caller is not a valid SIP URI (e.g. sip:alice@example.com)"),
-    ({"caller": ALICE, "callee": "sip:bob@x\r\nVia: evil"},
-     "callee is not a valid SIP URI (e.g. sip:alice@example.com)"),
-    ({"caller": ALICE, "callee": BOB, "callid": "x"}, "unknown parameter callid"),
-])
+@pytest.mark.parametrize(
+    "params, data",
+    [
+        ({"callee": BOB}, "missing parameter caller"),
+        ({"caller": ALICE}, "missing parameter callee"),
+        ({"caller": "alice", "callee": BOB}, "caller is not a valid SIP URI (e.g. sip:alice@example.com)"),
+        (
+            {"caller": ALICE, "callee": "sip:bob@x\r\nVia: evil"},
+            "callee is not a valid SIP URI (e.g. sip:alice@example.com)",
+        ),
+        ({"caller": ALICE, "callee": BOB, "callid": "x"}, "unknown parameter callid"),
+    ],
+)
 def test_check(params: dict[str, Any], data: str) -> None:
     with pytest.raises(RPCError) as caught:
         CallStart.check(params)
@@ -1036,6 +1264,8 @@ def test_check(params: dict[str, Any], data: str) -> None:
 def test_shutdown_while_ringing_releases_the_call() -> None:
     env = run(caller=NOANSWER, callid=NOANSWER_FIRST)
     env.command.shutdown()
-    assert env.requests()[1:] == [("t_uac_cancel", {"callid": NOANSWER_FIRST, "cseq": "1"}),
-                                  ("dlg_end_dlg", {"dialog_id": NOANSWER_FIRST})]
+    assert env.requests()[1:] == [
+        ("t_uac_cancel", {"callid": NOANSWER_FIRST, "cseq": "1"}),
+        ("dlg_end_dlg", {"dialog_id": NOANSWER_FIRST}),
+    ]
     assert env.events() == [error("callapi is shutting down"), ENDED]

@@ -152,7 +152,7 @@ def test_jsonrpc_error_with_null_id_is_ours() -> None:
 
 @pytest.mark.parametrize(
     "frame",
-    [b"not json", b"\xff\xfe", "{\"jsonrpc\": \"2.0\", ", '{"x": NaN}'],
+    [b"not json", b"\xff\xfe", '{"jsonrpc": "2.0", ', '{"x": NaN}'],
 )
 def test_unparsable_frame_exits_2(frame: Any) -> None:
     rec = Recorder()
@@ -272,7 +272,7 @@ def test_connection_and_handshake_failures() -> None:
         ("uri=sip:x@y;a:=b", ("uri", "sip:x@y;a:=b")),
         ("n:=5", ("n", 5)),
         ("n:=-1.5", ("n", -1.5)),
-        ("s:=\"5\"", ("s", "5")),
+        ('s:="5"', ("s", "5")),
         ("f:=true", ("f", True)),
         ("z:=null", ("z", None)),
         ('o:={"a":[1,{"b":2}]}', ("o", {"a": [1, {"b": 2}]})),
@@ -318,8 +318,18 @@ def test_parse_args_defaults() -> None:
 
 def test_parse_args_everything_intermixed() -> None:
     options = parse_args(
-        ["--url", "ws://h:1/p", "CallStart", "caller=sip:a@x", "--timeout", "1.5",
-         "n:=2", "--cmd-id", "k", "--json"]
+        [
+            "--url",
+            "ws://h:1/p",
+            "CallStart",
+            "caller=sip:a@x",
+            "--timeout",
+            "1.5",
+            "n:=2",
+            "--cmd-id",
+            "k",
+            "--json",
+        ]
     )
     assert options == ClientOptions(
         method="CallStart",
@@ -363,7 +373,10 @@ def test_main_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str])
 def test_module_help_runs() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "callapi.cli.client", "--help"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: callapi-client")
@@ -482,7 +495,11 @@ async def test_e2e_json_output(reactor: Any, capsys: pytest.CaptureFixture[str])
 @pytest_twisted.ensureDeferred
 async def test_e2e_error_then_ended(reactor: Any, capsys: pytest.CaptureFixture[str]) -> None:
     def script(request: dict[str, Any]) -> list[Any]:
-        return [started("c7"), note("Error", "404 Dialog not found", "c7", "CallEnd"), note("Ended", cmd_id="c7", method="CallEnd")]
+        return [
+            started("c7"),
+            note("Error", "404 Dialog not found", "c7", "CallEnd"),
+            note("Ended", cmd_id="c7", method="CallEnd"),
+        ]
 
     code, _ = await run_against(reactor, script, "CallEnd", "callid=abc")
     assert code == EXIT_COMMAND_FAILED

@@ -25,6 +25,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 
+from callapi.cli.client import UsageError
 from callapi.cli.cmd import (
     EXIT_COMMAND_FAILED,
     EXIT_ERROR,
@@ -34,9 +35,8 @@ from callapi.cli.cmd import (
     parse_args,
     run,
 )
-from callapi.cli.client import UsageError
-from callapi.opensips.events import EVENTS
 from callapi.emulator import start_emulator
+from callapi.opensips.events import EVENTS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,27 +69,31 @@ class Emulator:
         await until(self.reactor, lambda: self.emu.dialogs[callid].state == 4)
         return callid
 
-    async def cmd(self, method: str, params: dict[str, Any] | None = None,
-                  **options: Any) -> tuple[int, list[str], list[str]]:
+    async def cmd(
+        self, method: str, params: dict[str, Any] | None = None, **options: Any
+    ) -> tuple[int, list[str], list[str]]:
         """Run the cmd's core coroutine; return (exit code, stdout lines, stderr lines)."""
         out, err = io.StringIO(), io.StringIO()
         options.setdefault("mi", self.mi)
         options.setdefault("mi_timeout", 2.0)
         options.setdefault("timeout", 10.0)
-        code = await run(self.reactor, CmdOptions(method=method, params=params or {}, **options),
-                         stdout=out, stderr=err,
-                         on_service=lambda service: self.sockets.append(service.event_socket))
+        code = await run(
+            self.reactor,
+            CmdOptions(method=method, params=params or {}, **options),
+            stdout=out,
+            stderr=err,
+            on_service=lambda service: self.sockets.append(service.event_socket),
+        )
         return code, out.getvalue().splitlines(), err.getvalue().splitlines()
 
     def expires(self, socket: str) -> dict[str, int]:
-        return {event: info.expire for (event, s), info in self.emu.subscribers.items()
-                if s == socket}
+        return {event: info.expire for (event, s), info in self.emu.subscribers.items() if s == socket}
 
     def assert_unsubscribed(self) -> None:
         """Every socket a cmd used is subscribed to the three events with expire 0."""
         assert self.sockets, "the cmd never started its OpenSIPS service"
         for socket in self.sockets:
-            assert self.expires(socket) == {event: 0 for event in EVENTS}, socket
+            assert self.expires(socket) == dict.fromkeys(EVENTS, 0), socket
 
 
 @pytest.fixture
@@ -113,8 +117,11 @@ async def test_echo_json_output(emulator: Emulator) -> None:
     assert code == EXIT_OK
     assert [json.loads(line) for line in out] == [
         {"jsonrpc": "2.0", "id": 1, "result": {"cmd_id": "j1", "event": "Started"}},
-        {"jsonrpc": "2.0", "method": "Echo",
-         "params": {"cmd_id": "j1", "event": "Reply", "data": {"a": "1"}}},
+        {
+            "jsonrpc": "2.0",
+            "method": "Echo",
+            "params": {"cmd_id": "j1", "event": "Reply", "data": {"a": "1"}},
+        },
         {"jsonrpc": "2.0", "method": "Echo", "params": {"cmd_id": "j1", "event": "Ended"}},
     ]
 
@@ -161,8 +168,7 @@ async def test_bad_params_is_a_jsonrpc_error_exit_2(emulator: Emulator) -> None:
     assert err[0].startswith("callapi-cmd: JSON-RPC error -32602: Invalid params (data: ")
     code, out, err = await emulator.cmd("CallHold", {})
     assert (code, out) == (EXIT_ERROR, [])
-    assert err == ['callapi-cmd: JSON-RPC error -32602: Invalid params '
-                   '(data: "missing parameter callid")']
+    assert err == ['callapi-cmd: JSON-RPC error -32602: Invalid params (data: "missing parameter callid")']
     code, _, err = await emulator.cmd("callhold", {"callid": "x"})
     assert code == EXIT_ERROR
     assert err == ['callapi-cmd: JSON-RPC error -32601: Method not found (data: "callhold")']
@@ -181,22 +187,28 @@ async def test_unreachable_mi_exits_2_naming_the_timeout(reactor: Any) -> None:
         out, err = io.StringIO(), io.StringIO()
         mi = f"udp:127.0.0.1:{silent.getHost().port}"
         started = reactor.seconds()
-        code = await run(reactor, CmdOptions(method="CallHold", params={"callid": "abc"},
-                                             mi=mi, mi_timeout=0.2, timeout=30),
-                         stdout=out, stderr=err)
+        code = await run(
+            reactor,
+            CmdOptions(method="CallHold", params={"callid": "abc"}, mi=mi, mi_timeout=0.2, timeout=30),
+            stdout=out,
+            stderr=err,
+        )
         assert code == EXIT_ERROR
         assert out.getvalue() == ""
         lines = err.getvalue().splitlines()
         assert len(lines) == 1
-        assert lines[0].startswith(f"callapi-cmd: cannot connect to OpenSIPS MI {mi}: "
-                                   "cannot subscribe to E_CALL_TRANSFER: ")
+        assert lines[0].startswith(
+            f"callapi-cmd: cannot connect to OpenSIPS MI {mi}: cannot subscribe to E_CALL_TRANSFER: "
+        )
         assert lines[0].endswith("OpenSIPS did not answer MI event_subscribe within 0.2 s")
         assert reactor.seconds() - started < 5
         methods = [json.loads(d)["method"] for d in silent.protocol.datagrams]
         assert "call_hold" not in methods  # the command never started
-        unsubscribes = [json.loads(d)["params"] for d in silent.protocol.datagrams
-                        if json.loads(d)["method"] == "event_subscribe"
-                        and json.loads(d)["params"]["expire"] == 0]
+        unsubscribes = [
+            json.loads(d)["params"]
+            for d in silent.protocol.datagrams
+            if json.loads(d)["method"] == "event_subscribe" and json.loads(d)["params"]["expire"] == 0
+        ]
         assert sorted(p["event"] for p in unsubscribes) == sorted(EVENTS)
     finally:
         await silent.stopListening()
@@ -215,14 +227,19 @@ async def test_nothing_listening_on_mi_exits_2(reactor: Any) -> None:
     port = probe.getHost().port
     await probe.stopListening()
     err = io.StringIO()
-    code = await run(reactor, CmdOptions(method="Echo", mi=f"udp:127.0.0.1:{port}",
-                                         mi_timeout=0.1, timeout=30),
-                     stdout=io.StringIO(), stderr=err)
+    code = await run(
+        reactor,
+        CmdOptions(method="Echo", mi=f"udp:127.0.0.1:{port}", mi_timeout=0.1, timeout=30),
+        stdout=io.StringIO(),
+        stderr=err,
+    )
     assert code == EXIT_ERROR
     lines = err.getvalue().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"callapi-cmd: cannot connect to OpenSIPS MI udp:127.0.0.1:{port}: "
-                               "cannot subscribe to E_CALL_TRANSFER: ")
+    assert lines[0].startswith(
+        f"callapi-cmd: cannot connect to OpenSIPS MI udp:127.0.0.1:{port}: "
+        "cannot subscribe to E_CALL_TRANSFER: "
+    )
     assert "within 0.1 s" in lines[0] or "not available" in lines[0]
 
 
@@ -237,10 +254,12 @@ async def test_timeout_aborts_the_command_and_unsubscribes(reactor: Any) -> None
     emulator = Emulator(reactor, delay_scale=1)
     try:
         code, out, err = await emulator.cmd(
-            "CallStart", {"caller": "sip:noanswer@127.0.0.1", "callee": "sip:bob@127.0.0.1",
-                          "cmd_id": "t1"}, timeout=0.3)
+            "CallStart",
+            {"caller": "sip:noanswer@127.0.0.1", "callee": "sip:bob@127.0.0.1", "cmd_id": "t1"},
+            timeout=0.3,
+        )
         assert code == EXIT_ERROR
-        assert len(out) == 1 and json.loads(out[0][len("Started "):])["cmd_id"] == "t1"
+        assert len(out) == 1 and json.loads(out[0][len("Started ") :])["cmd_id"] == "t1"
         assert err == ["callapi-cmd: timed out after 0.3 seconds waiting for Ended"]
         emulator.assert_unsubscribed()
     finally:
@@ -275,30 +294,59 @@ def test_parse_args_defaults_and_options() -> None:
     options = parse_args(["CallHold", "callid=abc"])
     assert options == CmdOptions(method="CallHold", params={"callid": "abc"})
     assert (options.mi, options.events, options.timeout, options.mi_timeout) == (
-        "udp:127.0.0.1:8080", None, 300.0, 5.0)
-    options = parse_args(["--json", "CallStart", "caller=sip:a@h", "--mi", "unix:/run/mi.sock",
-                          "ring_timeout:=30", "--events", "udp:127.0.0.1:0", "--mi-timeout",
-                          "0.5", "--timeout", "9", "--cmd-id", "c9", "--sip-uri",
-                          "sip:127.0.0.1:5060"])
+        "udp:127.0.0.1:8080",
+        None,
+        300.0,
+        5.0,
+    )
+    options = parse_args(
+        [
+            "--json",
+            "CallStart",
+            "caller=sip:a@h",
+            "--mi",
+            "unix:/run/mi.sock",
+            "ring_timeout:=30",
+            "--events",
+            "udp:127.0.0.1:0",
+            "--mi-timeout",
+            "0.5",
+            "--timeout",
+            "9",
+            "--cmd-id",
+            "c9",
+            "--sip-uri",
+            "sip:127.0.0.1:5060",
+        ]
+    )
     assert options == CmdOptions(
-        method="CallStart", params={"caller": "sip:a@h", "ring_timeout": 30, "cmd_id": "c9"},
-        mi="unix:/run/mi.sock", events="udp:127.0.0.1:0", mi_timeout=0.5, timeout=9.0,
-        sip_uri="sip:127.0.0.1:5060", json_output=True)
+        method="CallStart",
+        params={"caller": "sip:a@h", "ring_timeout": 30, "cmd_id": "c9"},
+        mi="unix:/run/mi.sock",
+        events="udp:127.0.0.1:0",
+        mi_timeout=0.5,
+        timeout=9.0,
+        sip_uri="sip:127.0.0.1:5060",
+        json_output=True,
+    )
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    ([], "METHOD"),
-    (["--mi", "tcp:1.2.3.4:8080", "Echo"], "--mi"),
-    (["--mi", "udp:127.0.0.1:0", "Echo"], "invalid port"),
-    (["--events", "nonsense", "Echo"], "--events"),
-    (["--mi-timeout", "0", "Echo"], "positive"),
-    (["--timeout", "nan", "Echo"], "positive"),
-    (["--sip-uri", "http://x", "Echo"], "--sip-uri"),
-    (["--quiet", "--json", "Echo"], "not allowed"),
-    (["--cmd-id", "", "Echo"], "--cmd-id"),
-    (["Echo", "novalue"], "key=value"),
-    (["--url", "ws://x", "Echo"], "unrecognized"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        ([], "METHOD"),
+        (["--mi", "tcp:1.2.3.4:8080", "Echo"], "--mi"),
+        (["--mi", "udp:127.0.0.1:0", "Echo"], "invalid port"),
+        (["--events", "nonsense", "Echo"], "--events"),
+        (["--mi-timeout", "0", "Echo"], "positive"),
+        (["--timeout", "nan", "Echo"], "positive"),
+        (["--sip-uri", "http://x", "Echo"], "--sip-uri"),
+        (["--quiet", "--json", "Echo"], "not allowed"),
+        (["--cmd-id", "", "Echo"], "--cmd-id"),
+        (["Echo", "novalue"], "key=value"),
+        (["--url", "ws://x", "Echo"], "unrecognized"),
+    ],
+)
 def test_parse_args_rejects(argv: list[str], fragment: str) -> None:
     with pytest.raises(UsageError, match=None) as info:
         parse_args(argv)
@@ -316,8 +364,13 @@ def test_main_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str])
 
 
 def test_module_help_runs() -> None:
-    proc = subprocess.run([sys.executable, "-m", "callapi.cli.cmd", "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "callapi.cli.cmd", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: callapi-cmd")
     assert "--mi-timeout" in proc.stdout
@@ -355,16 +408,16 @@ class _Child(ProcessProtocol):
 def _spawn(reactor: Any, *argv: str) -> _Child:
     child = _Child()
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    reactor.spawnProcess(child, sys.executable, [sys.executable, "-m", "callapi.cli.cmd", *argv],
-                         env=env, path=str(REPO))
+    reactor.spawnProcess(
+        child, sys.executable, [sys.executable, "-m", "callapi.cli.cmd", *argv], env=env, path=str(REPO)
+    )
     return child
 
 
 @pytest_twisted.ensureDeferred
 async def test_console_script_end_to_end(emulator: Emulator) -> None:
     callid = await emulator.call()
-    child = _spawn(emulator.reactor, "--mi", emulator.mi, "CallHold", f"callid={callid}",
-                   "--cmd-id", "p1")
+    child = _spawn(emulator.reactor, "--mi", emulator.mi, "CallHold", f"callid={callid}", "--cmd-id", "p1")
     code = await child.ended
     assert code == EXIT_OK, child.err
     assert child.out.decode().splitlines()[0] == 'Started {"cmd_id":"p1"}'
@@ -384,15 +437,20 @@ async def test_sigint_mid_command_unsubscribes_and_exits_2(reactor: Any) -> None
     """
     emulator = Emulator(reactor, delay_scale=1)
     try:
-        child = _spawn(reactor, "--mi", emulator.mi, "CallStart",
-                       "caller=sip:noanswer@127.0.0.1", "callee=sip:bob@127.0.0.1")
+        child = _spawn(
+            reactor,
+            "--mi",
+            emulator.mi,
+            "CallStart",
+            "caller=sip:noanswer@127.0.0.1",
+            "callee=sip:bob@127.0.0.1",
+        )
         await child.started
         os.kill(child_pid(child), signal.SIGINT)
         code = await child.ended
         assert code == EXIT_ERROR, (child.out, child.err)
         assert child.out.decode().splitlines()[0].startswith("Started ")
-        assert child.err.decode().splitlines() == [
-            "callapi-cmd: interrupted before Ended; stopping"]
+        assert child.err.decode().splitlines() == ["callapi-cmd: interrupted before Ended; stopping"]
         sockets = {s for (_, s) in emulator.emu.subscribers}
         assert len(sockets) == 1
         emulator.sockets.extend(sockets)

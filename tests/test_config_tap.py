@@ -78,34 +78,52 @@ def test_go_config_maps_to_options(tmp_path: Path) -> None:
 
 def test_the_go_sample_file(tmp_path: Path) -> None:
     # config/call-api.yml of OpenSIPS/call-api as shipped
-    sample = ("ws_server:\n  host: localhost\n  port: 5059\n  http_path: /call-api\n"
-              "mi:\n  url: 127.0.0.1:8080\nlog:\n  #file_path: /var/log/call-api.log\n"
-              "  level: INFO\n")
+    sample = (
+        "ws_server:\n  host: localhost\n  port: 5059\n  http_path: /call-api\n"
+        "mi:\n  url: 127.0.0.1:8080\nlog:\n  #file_path: /var/log/call-api.log\n"
+        "  level: INFO\n"
+    )
     path = write(tmp_path, sample)
     assert config.load(path, OPTION_NAMES) == {
-        "listen": "tcp:5059:interface=localhost", "path": "/call-api",
-        "mi": "127.0.0.1:8080", "log-level": "INFO"}
+        "listen": "tcp:5059:interface=localhost",
+        "path": "/call-api",
+        "mi": "127.0.0.1:8080",
+        "log-level": "INFO",
+    }
     options = parse("--config", path)
-    assert (options["listen"], options["path"], options["mi"], options["log-level"],
-            options["log-file"]) == (
-        "tcp:5059:interface=127.0.0.1", "/call-api", "127.0.0.1:8080", "info", None)
+    assert (options["listen"], options["path"], options["mi"], options["log-level"], options["log-file"]) == (
+        "tcp:5059:interface=127.0.0.1",
+        "/call-api",
+        "127.0.0.1:8080",
+        "info",
+        None,
+    )
 
 
-@pytest.mark.parametrize("ws, listen", [
-    ("  host: 0.0.0.0\n", "tcp:5059:interface=0.0.0.0"),
-    ("  port: 7000\n", "tcp:7000:interface=127.0.0.1"),
-    ("  http_path: /x\n", None),
-])
+@pytest.mark.parametrize(
+    "ws, listen",
+    [
+        ("  host: 0.0.0.0\n", "tcp:5059:interface=0.0.0.0"),
+        ("  port: 7000\n", "tcp:7000:interface=127.0.0.1"),
+        ("  http_path: /x\n", None),
+    ],
+)
 def test_partial_ws_server(tmp_path: Path, ws: str, listen: str | None) -> None:
     values = config.load(write(tmp_path, "ws_server:\n" + ws), OPTION_NAMES)
     assert values.get("listen") == listen
 
 
 def test_callapi_section_sets_any_option(tmp_path: Path) -> None:
-    path = write(tmp_path, "callapi:\n  mi_timeout: 2.5\n  hold-timeout: 60\n  demo: true\n"
-                           "  events: udp:127.0.0.1:9000\n")
+    path = write(
+        tmp_path,
+        "callapi:\n  mi_timeout: 2.5\n  hold-timeout: 60\n  demo: true\n  events: udp:127.0.0.1:9000\n",
+    )
     assert config.load(path, OPTION_NAMES) == {
-        "mi-timeout": 2.5, "hold-timeout": 60, "demo": True, "events": "udp:127.0.0.1:9000"}
+        "mi-timeout": 2.5,
+        "hold-timeout": 60,
+        "demo": True,
+        "events": "udp:127.0.0.1:9000",
+    }
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "mi:\n", "ws_server: ~\n"])
@@ -113,14 +131,17 @@ def test_empty_config(tmp_path: Path, text: str) -> None:
     assert config.load(write(tmp_path, text), OPTION_NAMES) == {}
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("ws_server:\n  hots: localhost\n", "unknown key ws_server.hots"),
-    ("mi:\n  url: x:1\n  timeout: 5\n", "unknown key mi.timeout"),
-    ("database:\n  url: x\n", "unknown key database (expected ws_server, mi, sip, log, callapi)"),
-    ("callapi:\n  bogus_option: 1\n", "unknown option callapi.bogus_option"),
-    ("- a\n- b\n", "top level must be a mapping"),
-    ("mi: 127.0.0.1:8080\n", "mi must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("ws_server:\n  hots: localhost\n", "unknown key ws_server.hots"),
+        ("mi:\n  url: x:1\n  timeout: 5\n", "unknown key mi.timeout"),
+        ("database:\n  url: x\n", "unknown key database (expected ws_server, mi, sip, log, callapi)"),
+        ("callapi:\n  bogus_option: 1\n", "unknown option callapi.bogus_option"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("mi: 127.0.0.1:8080\n", "mi must be a mapping"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path: Path, text: str, problem: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(config.ConfigError) as caught:
@@ -130,20 +151,27 @@ def test_config_errors_name_the_key(tmp_path: Path, text: str, problem: str) -> 
     assert usage_error("--config", path) == f"callapi: error: config file {path}: {problem}"
 
 
-@pytest.mark.parametrize("text", [
-    "ws_server:\n  host: [unclosed\n",
-    "mi:\n  url: 127.0.0.1:8080\n log:\n   level: x\n",
-    "mi: {url: \n",
-    "\tmi:\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ws_server:\n  host: [unclosed\n",
+        "mi:\n  url: 127.0.0.1:8080\n log:\n   level: x\n",
+        "mi: {url: \n",
+        "\tmi:\n",
+    ],
+)
 def test_invalid_yaml(tmp_path: Path, text: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(config.ConfigError) as caught:
         config.load(path, OPTION_NAMES)
-    assert re.fullmatch(rf"config file {re.escape(path)}( line \d+)?: invalid YAML",
-                        str(caught.value)), str(caught.value)
-    assert re.fullmatch(rf"callapi: error: config file {re.escape(path)}( line \d+)?: "
-                        "invalid YAML", usage_error("--config", path))
+    assert re.fullmatch(rf"config file {re.escape(path)}( line \d+)?: invalid YAML", str(caught.value)), str(
+        caught.value
+    )
+    assert re.fullmatch(
+        rf"callapi: error: config file {re.escape(path)}( line \d+)?: "
+        "invalid YAML",
+        usage_error("--config", path),
+    )
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -164,68 +192,125 @@ def test_defaults() -> None:
 
 def test_config_file_fills_options(tmp_path: Path) -> None:
     options = parse("--config", write(tmp_path, GO_CONFIG))
-    assert (options["listen"], options["path"], options["mi"], options["sip-uri"],
-            options["log-level"], options["log-file"]) == (
-        "tcp:6060:interface=10.0.0.5", "/api/ws", "127.0.0.1:8088", "sip:127.0.0.1:5060",
-        "debug", "/var/log/call-api.log")
+    assert (
+        options["listen"],
+        options["path"],
+        options["mi"],
+        options["sip-uri"],
+        options["log-level"],
+        options["log-file"],
+    ) == (
+        "tcp:6060:interface=10.0.0.5",
+        "/api/ws",
+        "127.0.0.1:8088",
+        "sip:127.0.0.1:5060",
+        "debug",
+        "/var/log/call-api.log",
+    )
     assert options["mi-timeout"] == 5.0  # not in the file: default
 
 
 def test_command_line_wins_over_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, GO_CONFIG + "callapi:\n  mi_timeout: 9\n  event_expire: 300\n")
-    options = parse("--config", path, "--listen", "tcp:5059:interface=127.0.0.1",
-                    "--path", "/cli", "--mi", "udp:10.1.1.1:8080", "--log-level", "error",
-                    "--mi-timeout", "1.5")
-    assert (options["listen"], options["path"], options["mi"], options["log-level"],
-            options["mi-timeout"], options["event-expire"], options["sip-uri"]) == (
-        "tcp:5059:interface=127.0.0.1", "/cli", "udp:10.1.1.1:8080", "error", 1.5, 300,
-        "sip:127.0.0.1:5060")
+    options = parse(
+        "--config",
+        path,
+        "--listen",
+        "tcp:5059:interface=127.0.0.1",
+        "--path",
+        "/cli",
+        "--mi",
+        "udp:10.1.1.1:8080",
+        "--log-level",
+        "error",
+        "--mi-timeout",
+        "1.5",
+    )
+    assert (
+        options["listen"],
+        options["path"],
+        options["mi"],
+        options["log-level"],
+        options["mi-timeout"],
+        options["event-expire"],
+        options["sip-uri"],
+    ) == (
+        "tcp:5059:interface=127.0.0.1",
+        "/cli",
+        "udp:10.1.1.1:8080",
+        "error",
+        1.5,
+        300,
+        "sip:127.0.0.1:5060",
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--mi-timeout", "abc"], "--mi-timeout must be a number of seconds, not 'abc'"),
-    (["--mi-timeout", "0"], "--mi-timeout must be a positive number of seconds"),
-    (["--mi-timeout", "-1"], "--mi-timeout must be a positive number of seconds"),
-    (["--mi-timeout", "nan"], "--mi-timeout must be a positive number of seconds"),
-    (["--mi-timeout", "inf"], "--mi-timeout must be a positive number of seconds"),
-    (["--hold-timeout", "x"], "--hold-timeout must be a number of seconds, not 'x'"),
-    (["--event-expire", "1.5"], "--event-expire must be a whole number, not '1.5'"),
-    (["--event-expire", "0"], "--event-expire must be positive"),
-    (["--max-message-size", "-5"], "--max-message-size must be positive"),
-    (["--mi", "tcp:127.0.0.1:8080"],
-     "--mi: expected udp:HOST:PORT or unix:/path, got 'tcp:127.0.0.1:8080'"),
-    (["--mi", "udp:127.0.0.1:0"], "--mi: invalid port 0"),
-    (["--mi", "udp:127.0.0.1:70000"], "--mi: invalid port 70000"),
-    (["--mi", "unix:relative/path"], "--mi: unix socket path must be absolute: 'unix:relative/path'"),
-    (["--mi", ""], "--mi: empty address"),
-    (["--events", "tcp:127.0.0.1:9000"],
-     "--events: expected udp:HOST:PORT or unix:/path, got 'tcp:127.0.0.1:9000'"),
-    (["--path", "call-api"], "--path must start with /"),
-    (["--log-level", "loud"], "--log-level must be one of debug, info, warn, error, critical"),
-    (["--sip-uri", "alice"], "--sip-uri is not a valid SIP URI (e.g. sip:alice@example.com)"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mi-timeout", "abc"], "--mi-timeout must be a number of seconds, not 'abc'"),
+        (["--mi-timeout", "0"], "--mi-timeout must be a positive number of seconds"),
+        (["--mi-timeout", "-1"], "--mi-timeout must be a positive number of seconds"),
+        (["--mi-timeout", "nan"], "--mi-timeout must be a positive number of seconds"),
+        (["--mi-timeout", "inf"], "--mi-timeout must be a positive number of seconds"),
+        (["--hold-timeout", "x"], "--hold-timeout must be a number of seconds, not 'x'"),
+        (["--event-expire", "1.5"], "--event-expire must be a whole number, not '1.5'"),
+        (["--event-expire", "0"], "--event-expire must be positive"),
+        (["--max-message-size", "-5"], "--max-message-size must be positive"),
+        (
+            ["--mi", "tcp:127.0.0.1:8080"],
+            "--mi: expected udp:HOST:PORT or unix:/path, got 'tcp:127.0.0.1:8080'",
+        ),
+        (["--mi", "udp:127.0.0.1:0"], "--mi: invalid port 0"),
+        (["--mi", "udp:127.0.0.1:70000"], "--mi: invalid port 70000"),
+        (["--mi", "unix:relative/path"], "--mi: unix socket path must be absolute: 'unix:relative/path'"),
+        (["--mi", ""], "--mi: empty address"),
+        (
+            ["--events", "tcp:127.0.0.1:9000"],
+            "--events: expected udp:HOST:PORT or unix:/path, got 'tcp:127.0.0.1:9000'",
+        ),
+        (["--path", "call-api"], "--path must start with /"),
+        (["--log-level", "loud"], "--log-level must be one of debug, info, warn, error, critical"),
+        (["--sip-uri", "alice"], "--sip-uri is not a valid SIP URI (e.g. sip:alice@example.com)"),
+    ],
+)
 def test_bad_values_exit_with_one_line(args: list[str], message: str) -> None:
     assert usage_error(*args) == "callapi: error: " + message
 
 
-@pytest.mark.parametrize("level, expected", [
-    ("DEBUG", "debug"), ("Info", "info"), ("warning", "warn"), ("WARN", "warn"),
-    ("error", "error"), ("critical", "critical")])
+@pytest.mark.parametrize(
+    "level, expected",
+    [
+        ("DEBUG", "debug"),
+        ("Info", "info"),
+        ("warning", "warn"),
+        ("WARN", "warn"),
+        ("error", "error"),
+        ("critical", "critical"),
+    ],
+)
 def test_log_levels(level: str, expected: str) -> None:
     assert parse("--log-level", level)["log-level"] == expected
 
 
-@pytest.mark.parametrize("mi", ["udp:127.0.0.1:8080", "127.0.0.1:8080", "opensips:8080",
-                                "unix:/run/opensips/mi.sock", "udp:[::1]:8080"])
+@pytest.mark.parametrize(
+    "mi",
+    ["udp:127.0.0.1:8080", "127.0.0.1:8080", "opensips:8080", "unix:/run/opensips/mi.sock", "udp:[::1]:8080"],
+)
 def test_mi_address_forms(mi: str) -> None:
     assert parse("--mi", mi)["mi"] == mi
 
 
 def test_values_are_typed() -> None:
-    options = parse("--mi-timeout", "2", "--event-expire", "60", "--hold-timeout", "30",
-                    "--max-message-size", "65536")
-    assert (options["mi-timeout"], options["event-expire"], options["hold-timeout"],
-            options["max-message-size"]) == (2.0, 60, 30.0, 65536)
+    options = parse(
+        "--mi-timeout", "2", "--event-expire", "60", "--hold-timeout", "30", "--max-message-size", "65536"
+    )
+    assert (
+        options["mi-timeout"],
+        options["event-expire"],
+        options["hold-timeout"],
+        options["max-message-size"],
+    ) == (2.0, 60, 30.0, 65536)
 
 
 # -- makeService ---------------------------------------------------------------------
@@ -240,9 +325,22 @@ def walk(service: Any, depth: int = 0) -> list[tuple[int, Any]]:
 
 def test_service_tree() -> None:
     reactor = MemoryReactor()
-    options = parse("--mi", "udp:127.0.0.1:8088", "--mi-timeout", "3", "--event-expire", "90",
-                    "--hold-timeout", "45", "--path", "/api", "--max-message-size", "4096",
-                    "--listen", "tcp:6000:interface=127.0.0.1")
+    options = parse(
+        "--mi",
+        "udp:127.0.0.1:8088",
+        "--mi-timeout",
+        "3",
+        "--event-expire",
+        "90",
+        "--hold-timeout",
+        "45",
+        "--path",
+        "/api",
+        "--max-message-size",
+        "4096",
+        "--listen",
+        "tcp:6000:interface=127.0.0.1",
+    )
     top = makeService(options, reactor=reactor)
     assert IService.providedBy(top) and top.name == "callapi"
     assert sorted(top.namedServices) == ["commands", "opensips", "websocket"]
@@ -271,8 +369,9 @@ def test_service_tree() -> None:
 
 
 def test_service_tree_from_the_go_config(tmp_path: Path) -> None:
-    options = parse("--config", write(tmp_path, GO_CONFIG.replace("/var/log/call-api.log",
-                                                                  str(tmp_path / "log"))))
+    options = parse(
+        "--config", write(tmp_path, GO_CONFIG.replace("/var/log/call-api.log", str(tmp_path / "log")))
+    )
     top = makeService(options, reactor=MemoryReactor())
     websocket = top.getServiceNamed("websocket")
     assert (websocket.endpoint._port, websocket.endpoint._interface) == (6060, "10.0.0.5")
@@ -331,8 +430,8 @@ def test_flag_in_config_must_be_a_boolean(tmp_path: Any) -> None:
     with pytest.raises(SystemExit) as caught:
         Options().parseOptions(["--config", str(path)])
     assert str(caught.value) == (
-        "callapi: error: callapi.manhole_allow_remote in the config file must be true or false, "
-        "not 'false'")
+        "callapi: error: callapi.manhole_allow_remote in the config file must be true or false, not 'false'"
+    )
 
 
 def test_settings_are_the_single_source_of_defaults() -> None:
@@ -341,14 +440,22 @@ def test_settings_are_the_single_source_of_defaults() -> None:
     L{callapi.settings.Settings}.
     """
     from callapi.cli.cmd import CmdOptions
-    from callapi.settings import DEFAULTS as SETTINGS, Settings
+    from callapi.settings import DEFAULTS as SETTINGS
+    from callapi.settings import Settings
 
     assert parse().settings() == Settings()
     assert CmdOptions("Echo").settings() == Settings()
-    assert (DEFAULTS["mi-timeout"], DEFAULTS["event-expire"]) == (SETTINGS.mi_timeout,
-                                                                  SETTINGS.event_expire)
-    settings = parse("--events-from", "10.0.0.1, 10.0.0.2", "--allow-origin", "https://a.example",
-                     "--sip-uri", "sip:10.0.0.9:5060", "--ring-timeout", "30").settings()
+    assert (DEFAULTS["mi-timeout"], DEFAULTS["event-expire"]) == (SETTINGS.mi_timeout, SETTINGS.event_expire)
+    settings = parse(
+        "--events-from",
+        "10.0.0.1, 10.0.0.2",
+        "--allow-origin",
+        "https://a.example",
+        "--sip-uri",
+        "sip:10.0.0.9:5060",
+        "--ring-timeout",
+        "30",
+    ).settings()
     assert settings.events_from == ("10.0.0.1", "10.0.0.2")
     assert settings.allow_origin == ("https://a.example",)
     assert (settings.commands.next_hop, settings.commands.ring_timeout) == ("sip:10.0.0.9:5060", 30.0)

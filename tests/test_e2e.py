@@ -13,16 +13,20 @@ import pytest
 import pytest_twisted
 from twisted.internet.protocol import DatagramProtocol
 
-from callapi.tap import Options, makeService
 from callapi.emulator import Phone, start_emulator
-from callapi.testing.wsclient import connect
+from callapi.tap import Options, makeService
 from callapi.testing.daemon import DaemonHarness, start_daemon, until, websocket_port
+from callapi.testing.wsclient import connect
 
-
-HOLD = ["CallHolding", "CallHoldStart", "CallHoldStart", "CallHoldSuccessful",
-        "CallHoldSuccessful", "Ended"]
-UNHOLD = ["CallUnholding", "CallUnholdStart", "CallUnholdStart", "CallUnholdSuccessful",
-          "CallUnholdSuccessful", "Ended"]
+HOLD = ["CallHolding", "CallHoldStart", "CallHoldStart", "CallHoldSuccessful", "CallHoldSuccessful", "Ended"]
+UNHOLD = [
+    "CallUnholding",
+    "CallUnholdStart",
+    "CallUnholdStart",
+    "CallUnholdSuccessful",
+    "CallUnholdSuccessful",
+    "Ended",
+]
 
 
 @pytest_twisted.ensureDeferred
@@ -39,8 +43,7 @@ async def test_subscribes_to_the_three_events(daemon: DaemonHarness) -> None:
 async def test_echo(daemon: DaemonHarness) -> None:
     client = await daemon.client()
     result = await client.command("Echo", {"hello": ["world", 1]}, cmd_id="e1")
-    assert result.response == {"jsonrpc": "2.0", "id": 1,
-                               "result": {"cmd_id": "e1", "event": "Started"}}
+    assert result.response == {"jsonrpc": "2.0", "id": 1, "result": {"cmd_id": "e1", "event": "Started"}}
     assert result.notifications == [
         {"cmd_id": "e1", "event": "Reply", "data": {"hello": ["world", 1]}},
         {"cmd_id": "e1", "event": "Ended"},
@@ -56,7 +59,13 @@ async def test_hold_unhold_end(daemon: DaemonHarness) -> None:
     hold = await client.command("CallHold", {"callid": callid})
     assert hold.events == HOLD
     assert [n.get("data") for n in hold.notifications] == [
-        None, {"leg": "caller"}, {"leg": "callee"}, {"leg": "caller"}, {"leg": "callee"}, None]
+        None,
+        {"leg": "caller"},
+        {"leg": "callee"},
+        {"leg": "caller"},
+        {"leg": "callee"},
+        None,
+    ]
 
     again = await client.command("CallHold", {"callid": callid})
     assert again.events == ["Error", "Ended"]
@@ -66,15 +75,23 @@ async def test_hold_unhold_end(daemon: DaemonHarness) -> None:
     assert unhold.events == UNHOLD
     # callops resumes the callee first (trace f_hold_unhold)
     assert [n.get("data") for n in unhold.notifications] == [
-        None, {"leg": "callee"}, {"leg": "caller"}, {"leg": "callee"}, {"leg": "caller"}, None]
+        None,
+        {"leg": "callee"},
+        {"leg": "caller"},
+        {"leg": "callee"},
+        {"leg": "caller"},
+        None,
+    ]
 
     not_held = await client.command("CallUnhold", {"callid": callid})
     assert not_held.data("Error") == ["480 No dialog legs on hold"]
 
     end = await client.command("CallEnd", {"callid": callid})
     assert end.events == ["Ended"]
-    await until(daemon.reactor, lambda: daemon.emu.dialogs.get(callid) is None
-                or daemon.emu.dialogs[callid].state == 5)
+    await until(
+        daemon.reactor,
+        lambda: daemon.emu.dialogs.get(callid) is None or daemon.emu.dialogs[callid].state == 5,
+    )
     end_again = await client.command("CallEnd", {"callid": callid})
     assert end_again.events == ["Error", "Ended"]
     assert end_again.data("Error") == ["404 Requested Dialog not found"]
@@ -102,8 +119,14 @@ async def test_hold_leg_fails(daemon: DaemonHarness) -> None:
     callid = await daemon.call("grumpy", "bob")
     client = await daemon.client()
     result = await client.command("CallHold", {"callid": callid})
-    assert result.events == ["CallHolding", "CallHoldStart", "CallHoldStart",
-                             "CallHoldSuccessful", "Error", "Ended"]
+    assert result.events == [
+        "CallHolding",
+        "CallHoldStart",
+        "CallHoldStart",
+        "CallHoldSuccessful",
+        "Error",
+        "Ended",
+    ]
     assert result.data("CallHoldSuccessful") == [{"leg": "callee"}]
     assert result.data("Error") == ["hold failed on leg caller"]
     client.sendClose()
@@ -116,8 +139,7 @@ async def test_rpc_errors_over_websocket(daemon: DaemonHarness) -> None:
     bad = await client.command("CallHold", {"callid": "a\r\nVia: evil"})
     assert bad.response["error"]["code"] == -32602
     unknown = await client.command("callhold", {"callid": "x"})
-    assert unknown.response["error"] == {"code": -32601, "message": "Method not found",
-                                         "data": "callhold"}
+    assert unknown.response["error"] == {"code": -32601, "message": "Method not found", "data": "callhold"}
     client.send_json("{not json")
     await until(daemon.reactor, lambda: len(client.received) == 3)
     assert client.received[-1]["error"]["code"] == -32700
@@ -140,8 +162,7 @@ async def test_oversized_message_closes_1009(reactor: Any) -> None:
     daemon = await start_daemon(reactor, "--max-message-size", "1000")
     try:
         client = await daemon.client()
-        client.send_json({"jsonrpc": "2.0", "id": 1, "method": "Echo",
-                          "params": {"x": "y" * 2000}})
+        client.send_json({"jsonrpc": "2.0", "id": 1, "method": "Echo", "params": {"x": "y" * 2000}})
         code, _ = await client.closed
         assert code == 1009
     finally:
@@ -163,14 +184,13 @@ async def test_client_disconnect_mid_command(reactor: Any) -> None:
     sent for it).
     """
     silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
-    daemon = await start_daemon(reactor, "--mi-timeout", "30",
-                                mi=f"udp:127.0.0.1:{silent.getHost().port}")
+    daemon = await start_daemon(reactor, "--mi-timeout", "30", mi=f"udp:127.0.0.1:{silent.getHost().port}")
     try:
         client = await daemon.client()
-        client.send_json({"jsonrpc": "2.0", "id": 9, "method": "CallHold",
-                          "params": {"callid": "abc"}})
-        await until(reactor, lambda: any(p.method == "call_hold"
-                                         for p in daemon.opensips.mi.pending.values()))
+        client.send_json({"jsonrpc": "2.0", "id": 9, "method": "CallHold", "params": {"callid": "abc"}})
+        await until(
+            reactor, lambda: any(p.method == "call_hold" for p in daemon.opensips.mi.pending.values())
+        )
         sent = daemon.opensips.mi.stats["sent"]
         client.transport.abortConnection()  # type: ignore[union-attr]
         await until(reactor, lambda: daemon.runner.running == {})
@@ -187,10 +207,8 @@ async def test_client_disconnect_mid_command(reactor: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_200_concurrent_holds_from_20_clients(daemon: DaemonHarness) -> None:
-    callids = [daemon.emu.add_call("sip:alice@127.0.0.1", "sip:bob@127.0.0.1")
-               for _ in range(200)]
-    await until(daemon.reactor,
-                lambda: all(daemon.emu.dialogs[c].state == 4 for c in callids), timeout=20)
+    callids = [daemon.emu.add_call("sip:alice@127.0.0.1", "sip:bob@127.0.0.1") for _ in range(200)]
+    await until(daemon.reactor, lambda: all(daemon.emu.dialogs[c].state == 4 for c in callids), timeout=20)
     clients = [await daemon.client() for _ in range(20)]
     pending = [clients[i % 20].command("CallHold", {"callid": c}) for i, c in enumerate(callids)]
     results = []
@@ -210,8 +228,7 @@ async def test_mi_timeout_is_an_error_naming_it(reactor: Any) -> None:
     MI command and the timeout, never hangs.
     """
     silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
-    daemon = await start_daemon(reactor, "--mi-timeout", "0.2",
-                                mi=f"udp:127.0.0.1:{silent.getHost().port}")
+    daemon = await start_daemon(reactor, "--mi-timeout", "0.2", mi=f"udp:127.0.0.1:{silent.getHost().port}")
     try:
         client = await daemon.client()
         result = await client.command("CallHold", {"callid": "abc"})
@@ -228,8 +245,7 @@ async def test_unsubscribes_on_stop(reactor: Any) -> None:
     daemon = await start_daemon(reactor)
     socket = daemon.opensips.event_socket
     await daemon.top.stopService()
-    expires = {event: info.expire for (event, s), info in daemon.emu.subscribers.items()
-               if s == socket}
+    expires = {event: info.expire for (event, s), info in daemon.emu.subscribers.items() if s == socket}
     assert expires == {"E_CALL_TRANSFER": 0, "E_CALL_HOLD": 0, "E_DLG_STATE_CHANGED": 0}
     await daemon.running.stop()
 
@@ -245,8 +261,9 @@ async def test_survives_opensips_down_then_up(reactor: Any) -> None:
     probe = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
     port = probe.getHost().port
     await probe.stopListening()
-    daemon = await start_daemon(reactor, "--mi-timeout", "0.3", "--event-expire", "3",
-                                mi=f"udp:127.0.0.1:{port}")
+    daemon = await start_daemon(
+        reactor, "--mi-timeout", "0.3", "--event-expire", "3", mi=f"udp:127.0.0.1:{port}"
+    )
     later = None
     try:
         client = await daemon.client()
@@ -277,7 +294,7 @@ async def test_unix_datagram_mi_and_events(reactor: Any, tmp_path: Any) -> None:
     mi_datagram on a unix datagram socket (--mi unix:/path) and events to a
     unix socket (--events unix:/path, event_datagram's other socket form).
     """
-    from callapi.emulator import OpenSIPSEmulator, EventSender, MIProtocol
+    from callapi.emulator import EventSender, MIProtocol, OpenSIPSEmulator
 
     sender = EventSender()
     event_port = reactor.listenUDP(0, sender, interface="127.0.0.1")
@@ -286,8 +303,16 @@ async def test_unix_datagram_mi_and_events(reactor: Any, tmp_path: Any) -> None:
     mi_path = str(tmp_path / "mi.sock")
     mi_port = reactor.listenUNIXDatagram(mi_path, MIProtocol(emu), maxPacketSize=65535)
     options = Options()
-    options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--mi", f"unix:{mi_path}",
-                          "--events", f"unix:{tmp_path / 'events.sock'}"])
+    options.parseOptions(
+        [
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--mi",
+            f"unix:{mi_path}",
+            "--events",
+            f"unix:{tmp_path / 'events.sock'}",
+        ]
+    )
     top = makeService(options, reactor)
     top.startService()
     try:

@@ -76,12 +76,15 @@ async def test_click_to_dial_linphone_with_notify(daemon: DaemonHarness) -> None
     client.sendClose()
 
 
-@pytest.mark.parametrize("caller, status", [
-    (BUSY, "486 Busy Here"),
-    (NOBODY, "404 User Not Found"),
-    ("sip:offline@127.0.0.1", "408 Request Timeout"),
-    ("sip:noanswer@127.0.0.1", "408 Request Timeout"),
-])
+@pytest.mark.parametrize(
+    "caller, status",
+    [
+        (BUSY, "486 Busy Here"),
+        (NOBODY, "404 User Not Found"),
+        ("sip:offline@127.0.0.1", "408 Request Timeout"),
+        ("sip:noanswer@127.0.0.1", "408 Request Timeout"),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_click_to_dial_caller_fails(daemon: DaemonHarness, caller: str, status: str) -> None:
     """
@@ -151,13 +154,17 @@ async def test_click_to_dial_ring_timeout_cancels(reactor: Any) -> None:
     try:
         daemon.emu.add_phone("sip:ringer@127.0.0.1", Phone.sipp(answer="noanswer"))
         client = await daemon.client()
-        result = await client.command("CallStart", {"caller": "sip:ringer@127.0.0.1",
-                                                    "callee": BOB, "ring_timeout": 0.3})
+        result = await client.command(
+            "CallStart", {"caller": "sip:ringer@127.0.0.1", "callee": BOB, "ring_timeout": 0.3}
+        )
         first = result.response["result"]["callid"]
         assert pairs(result) == [
-            ("Error", "408 Request Timeout: sip:ringer@127.0.0.1 did not answer within 0.3 s "
-                      "(INVITE cancelled)"),
-            ("Ended", None)]
+            (
+                "Error",
+                "408 Request Timeout: sip:ringer@127.0.0.1 did not answer within 0.3 s (INVITE cancelled)",
+            ),
+            ("Ended", None),
+        ]
         await until(reactor, lambda: dialog_ended(daemon, first))
         client.sendClose()
     finally:
@@ -198,8 +205,9 @@ async def test_blind_transfer_callee_success(daemon: DaemonHarness) -> None:
     """
     callid = await daemon.call("alice", "bob")
     client = await daemon.client()
-    result = await client.command("CallBlindTransfer",
-                                  {"callid": callid, "leg": "callee", "destination": CINDY})
+    result = await client.command(
+        "CallBlindTransfer", {"callid": callid, "leg": "callee", "destination": CINDY}
+    )
     new = result.data("TransferStart")[0]["callid"]
     assert pairs(result) == [
         ("Transferring", {"destination": CINDY}),
@@ -219,8 +227,9 @@ async def test_blind_transfer_linphone_ends_old_call(daemon: DaemonHarness) -> N
     """
     callid = await daemon.call("alice", "dave")
     client = await daemon.client()
-    result = await client.command("CallBlindTransfer",
-                                  {"callid": callid, "leg": "callee", "destination": CINDY})
+    result = await client.command(
+        "CallBlindTransfer", {"callid": callid, "leg": "callee", "destination": CINDY}
+    )
     assert result.events[0:2] == ["Transferring", "TransferStart"]
     assert result.events[-2:] == ["TransferSuccessful", "Ended"]
     await until(daemon.reactor, lambda: dialog_ended(daemon, callid))
@@ -235,14 +244,16 @@ async def test_blind_transfer_busy_keeps_the_call(daemon: DaemonHarness) -> None
     """
     callid = await daemon.call("alice", "dave")
     client = await daemon.client()
-    result = await client.command("CallBlindTransfer",
-                                  {"callid": callid, "leg": "callee", "destination": BUSY})
+    result = await client.command(
+        "CallBlindTransfer", {"callid": callid, "leg": "callee", "destination": BUSY}
+    )
     assert result.events[:2] == ["Transferring", "TransferStart"]
     assert result.events[-2:] == ["Error", "Ended"]
     assert result.data("Error") == ["transfer failed with status 486 Busy Here"]
     assert daemon.emu.dialogs[callid].state == 4
-    again = await client.command("CallBlindTransfer",
-                                 {"callid": callid, "leg": "callee", "destination": CINDY})
+    again = await client.command(
+        "CallBlindTransfer", {"callid": callid, "leg": "callee", "destination": CINDY}
+    )
     assert pairs(again) == [("Error", "491 Request Pending"), ("Ended", None)]
     client.sendClose()
 
@@ -254,17 +265,20 @@ async def test_blind_transfer_errors(daemon: DaemonHarness) -> None:
     destination are refused before any MI request.
     """
     client = await daemon.client()
-    unknown = await client.command("CallBlindTransfer",
-                                   {"callid": "no-such@x", "leg": "callee", "destination": CINDY})
+    unknown = await client.command(
+        "CallBlindTransfer", {"callid": "no-such@x", "leg": "callee", "destination": CINDY}
+    )
     assert pairs(unknown) == [("Error", "404 Dialog not found"), ("Ended", None)]
     sent = daemon.opensips.mi.stats["sent"]
-    both = await client.command("CallBlindTransfer",
-                                {"callid": "x", "leg": "both", "destination": CINDY})
-    assert both.response["error"] == {"code": -32602, "message": "Invalid params",
-                                      "data": 'leg must be "caller" or "callee"'}
-    header = await client.command("CallBlindTransfer",
-                                  {"callid": "x", "leg": "caller",
-                                   "destination": "sip:cindy@127.0.0.1?Subject=x"})
+    both = await client.command("CallBlindTransfer", {"callid": "x", "leg": "both", "destination": CINDY})
+    assert both.response["error"] == {
+        "code": -32602,
+        "message": "Invalid params",
+        "data": 'leg must be "caller" or "callee"',
+    }
+    header = await client.command(
+        "CallBlindTransfer", {"callid": "x", "leg": "caller", "destination": "sip:cindy@127.0.0.1?Subject=x"}
+    )
     assert header.response["error"]["code"] == -32602
     assert "destination" in header.response["error"]["data"]
     missing = await client.command("CallBlindTransfer", {"callid": "x", "leg": "caller"})
@@ -280,8 +294,9 @@ async def test_blind_transfer_refer_rejected_times_out(reactor: Any) -> None:
         daemon.emu.add_phone("sip:norefer@127.0.0.1", Phone.baresip(refer="reject"))
         callid = await daemon.call("alice", "norefer")
         client = await daemon.client()
-        result = await client.command("CallBlindTransfer",
-                                      {"callid": callid, "leg": "callee", "destination": CINDY})
+        result = await client.command(
+            "CallBlindTransfer", {"callid": callid, "leg": "callee", "destination": CINDY}
+        )
         assert result.events == ["Transferring", "Error", "Ended"]
         assert result.data("Error")[0].startswith("timed out after 0.3 s")
         assert daemon.emu.dialogs[callid].state == 4
@@ -302,8 +317,9 @@ async def test_attended_transfer(daemon: DaemonHarness) -> None:
     a = await daemon.call("alice", "dave")
     b = await daemon.call("alice", "erin")
     client = await daemon.client()
-    result = await client.command("CallAttendedTransfer",
-                                  {"callidA": a, "legA": "callee", "callidB": b, "legB": "callee"})
+    result = await client.command(
+        "CallAttendedTransfer", {"callidA": a, "legA": "callee", "callidB": b, "legB": "callee"}
+    )
     assert result.events[0:2] == ["Transferring", "TransferStart"]
     assert result.events[-2:] == ["TransferSuccessful", "Ended"]
     assert result.events.count("TransferStart") == 1
@@ -321,12 +337,13 @@ async def test_attended_transfer_errors(daemon: DaemonHarness) -> None:
     """
     a = await daemon.call("alice", "dave")
     client = await daemon.client()
-    result = await client.command("CallAttendedTransfer",
-                                  {"callidA": a, "legA": "callee", "callidB": "gone@x",
-                                   "legB": "callee"})
+    result = await client.command(
+        "CallAttendedTransfer", {"callidA": a, "legA": "callee", "callidB": "gone@x", "legB": "callee"}
+    )
     assert pairs(result) == [("Error", "404 Transfer dialog not found"), ("Ended", None)]
-    same = await client.command("CallAttendedTransfer",
-                                {"callidA": a, "legA": "callee", "callidB": a, "legB": "caller"})
+    same = await client.command(
+        "CallAttendedTransfer", {"callidA": a, "legA": "callee", "callidB": a, "legB": "caller"}
+    )
     assert same.response["error"]["code"] == -32602
     client.sendClose()
 
@@ -338,10 +355,14 @@ async def test_call_start_validation(daemon: DaemonHarness) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"caller": "alice", "callee": BOB}, "caller is not a valid SIP URI (e.g. sip:alice@example.com)"),
         ({"caller": ALICE}, "missing parameter callee"),
-        ({"caller": ALICE, "callee": "sip:bob@x\r\nVia: evil"},
-         "callee is not a valid SIP URI (e.g. sip:alice@example.com)"),
-        ({"caller": ALICE, "callee": BOB, "ring_timeout": 0},
-         "ring_timeout must be a number of seconds, 0 < ring_timeout <= 600"),
+        (
+            {"caller": ALICE, "callee": "sip:bob@x\r\nVia: evil"},
+            "callee is not a valid SIP URI (e.g. sip:alice@example.com)",
+        ),
+        (
+            {"caller": ALICE, "callee": BOB, "ring_timeout": 0},
+            "ring_timeout must be a number of seconds, 0 < ring_timeout <= 600",
+        ),
         ({"caller": ALICE, "callee": BOB, "extra": 1}, "unknown parameter extra"),
     ]
     for params, data in cases:
@@ -365,12 +386,22 @@ async def test_opensips_40_names_and_per_leg_hold(reactor: Any) -> None:
     try:
         names = daemon.opensips.names
         assert (names.family, names.hold, names.transfer, names.subscribe) == (
-            "4.0", "callops:hold", "callops:transfer", "evi:subscribe")
+            "4.0",
+            "callops:hold",
+            "callops:transfer",
+            "evi:subscribe",
+        )
         callid = await daemon.call("alice", "bob")
         client = await daemon.client()
         hold = await client.command("CallHold", {"callid": callid, "leg": "caller"})
-        assert hold.events == ["CallHolding", "CallHoldStart", "CallHoldStart",
-                               "CallHoldSuccessful", "CallHoldSuccessful", "Ended"]
+        assert hold.events == [
+            "CallHolding",
+            "CallHoldStart",
+            "CallHoldStart",
+            "CallHoldSuccessful",
+            "CallHoldSuccessful",
+            "Ended",
+        ]
         unhold = await client.command("CallUnhold", {"callid": callid, "leg": "caller"})
         assert unhold.events[-1] == "Ended" and "Error" not in unhold.events
         bad = await client.command("CallHold", {"callid": callid, "leg": "both"})
@@ -389,8 +420,10 @@ async def test_opensips_34_refuses_per_leg_hold(daemon: DaemonHarness) -> None:
     sent = daemon.opensips.mi.stats["sent"]
     result = await client.command("CallHold", {"callid": "abc", "leg": "callee"})
     assert result.response["error"] == {
-        "code": -32602, "message": "Invalid params",
-        "data": "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it"}
+        "code": -32602,
+        "message": "Invalid params",
+        "data": "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it",
+    }
     assert daemon.opensips.mi.stats["sent"] == sent
     client.sendClose()
 
@@ -425,9 +458,14 @@ async def test_call_end_while_transferring(reactor: Any) -> None:
         start = client.command("CallStart", {"caller": ALICE, "callee": "sip:slow@127.0.0.1"})
 
         def transfer_started() -> Any:
-            return next((m["params"]["data"]["callid"] for m in client.received
-                         if isinstance(m, dict) and m.get("params", {}).get("event") == "TransferStart"),
-                        None)
+            return next(
+                (
+                    m["params"]["data"]["callid"]
+                    for m in client.received
+                    if isinstance(m, dict) and m.get("params", {}).get("event") == "TransferStart"
+                ),
+                None,
+            )
 
         await until(reactor, lambda: transfer_started() is not None)
         end = await client.command("CallEnd", {"callid": transfer_started()})

@@ -52,9 +52,12 @@ from callapi.emulator.sip import core_hash, rev_hex
 
 #: The reference traces live in the shared folder beside the repository
 #: (../shared/opensips-traces); CALLAPI_OPENSIPS_TRACES overrides it.
-TRACES = Path(os.environ.get(
-    "CALLAPI_OPENSIPS_TRACES",
-    Path(__file__).resolve().parent.parent.parent / "shared" / "opensips-traces"))
+TRACES = Path(
+    os.environ.get(
+        "CALLAPI_OPENSIPS_TRACES",
+        Path(__file__).resolve().parent.parent.parent / "shared" / "opensips-traces",
+    )
+)
 
 
 def _missing(what: str) -> None:
@@ -62,6 +65,7 @@ def _missing(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} (CI must replay the traces)")
     pytest.skip(what)
+
 
 #: trace times closer than this are treated as unordered (datagrams written by
 #: different OpenSIPS processes, each with its own source port; the capture
@@ -77,6 +81,7 @@ T0 = 100.0
 # ---------------------------------------------------------------------------
 # Scenario table: what each trace implies
 # ---------------------------------------------------------------------------
+
 
 @attr.s(auto_attribs=True)
 class Scenario:
@@ -102,12 +107,14 @@ SCENARIOS: dict[str, Scenario] = {
     "3.4/h_errors": Scenario(
         # the subscribers_list bug (3.4/README.md) needs an expired
         # subscriber behind ours: one left by an earlier scenario
-        seed_subscriptions=_STALE_HOLD_SUB),
+        seed_subscriptions=_STALE_HOLD_SUB
+    ),
     "3.4/h_subscription_expiry": Scenario(),
     "3.4/h_subscribers_list_bug": Scenario(
         # NOTE "raise once: the raise path purges stale expired subscribers"
         # -> "OK": there were stale subscribers from earlier scenarios
-        seed_subscriptions=_STALE_HOLD_SUB),
+        seed_subscriptions=_STALE_HOLD_SUB
+    ),
     "3.4/f_hold_unhold": Scenario(),
     "3.4/f_hold_early_and_click_to_dial": Scenario(),
     "3.4/g_dlg_end_dlg": Scenario(),
@@ -130,12 +137,18 @@ SCENARIOS: dict[str, Scenario] = {
     "3.4/d_blind_transfer_callee_success_linphone": Scenario(),
     "3.4/d_blind_transfer_callee_success_notify_delay": Scenario(),
     "3.4/d_blind_transfer_caller_success": Scenario(
-        phones={"alice": Phone.baresip(port=5071, refer="lost_race",
-                                       contact="sip:alice-0x564a33827400@127.0.0.1:5071")}),
+        phones={
+            "alice": Phone.baresip(
+                port=5071, refer="lost_race", contact="sip:alice-0x564a33827400@127.0.0.1:5071"
+            )
+        }
+    ),
     "3.4/d_blind_transfer_failure": Scenario(),
     "3.4/d_blind_transfer_refer_rejected": Scenario(
-        phones={"bob": Phone.baresip(port=5073, refer="reject",
-                                     contact="sip:bob-0x558e493da400@127.0.0.1:5073")}),
+        phones={
+            "bob": Phone.baresip(port=5073, refer="reject", contact="sip:bob-0x558e493da400@127.0.0.1:5073")
+        }
+    ),
     "3.4/d_blind_transfer_errors": Scenario(),
     "3.4/e_attended_transfer": Scenario(),
     "3.4/e_attended_transfer_baresip": Scenario(),
@@ -171,13 +184,15 @@ NOT_REPLAYED: dict[str, str] = {
         "the real OpenSIPS 4.0.1 exits on the request without 'method' and answers "
         "nothing afterwards; the emulator deliberately keeps running (it only logs "
         "and drops that request) - covered by tests/test_emulator.py "
-        "test_40_request_without_method_gets_no_reply"),
+        "test_40_request_without_method_gets_no_reply"
+    ),
 }
 
 
 # ---------------------------------------------------------------------------
 # Trace loading
 # ---------------------------------------------------------------------------
+
 
 @attr.s(auto_attribs=True)
 class Item:
@@ -194,8 +209,12 @@ def load(name: str) -> tuple[list[Item], list[tuple[float, str]], str]:
     for n, line in enumerate(path.read_text().splitlines()):
         rec = json.loads(line)
         data = rec["data"]
-        if (rec["dir"] == "event" and data.get("method") == "E_DLG_STATE_CHANGED"
-                and data["params"]["old_state"] == 1 and data["params"]["new_state"] == 3):
+        if (
+            rec["dir"] == "event"
+            and data.get("method") == "E_DLG_STATE_CHANGED"
+            and data["params"]["old_state"] == 1
+            and data["params"]["new_state"] == 3
+        ):
             # the 180 and the 200 raced in two UDP workers (3.4/README.md
             # "Seen transitions: ... 1->3"): the same as 1->2 then 2->3
             for old, new in ((1, 2), (2, 3)):
@@ -205,8 +224,10 @@ def load(name: str) -> tuple[list[Item], list[tuple[float, str]], str]:
             continue
         items.append(Item(rec["t_ms"], rec["dir"], data, rec.get("raw", False), 2 * n))
     wire = (TRACES / f"{name}.wire.txt").read_text()
-    notes = [(float(m.group(1)), m.group(2)) for m in
-             re.finditer(r"^\[\s*([\d.]+) ms\] ##### NOTE: (.*)$", wire, re.M)]
+    notes = [
+        (float(m.group(1)), m.group(2))
+        for m in re.finditer(r"^\[\s*([\d.]+) ms\] ##### NOTE: (.*)$", wire, re.M)
+    ]
     m = re.search(r"(\d+) event-listener", wire)
     listener = f"udp:127.0.0.1:{m.group(1)}" if m else ""
     return items, notes, listener
@@ -231,12 +252,16 @@ def test_every_trace_is_replayed_or_listed() -> None:
 # Setup actions implied by NOTE lines
 # ---------------------------------------------------------------------------
 
+
 def _first_dlg_callid(items: list[Item], after: float, taken: set[str]) -> str:
     for it in items:
-        if (it.t >= after and it.dir == "event"
-                and it.data.get("method") == "E_DLG_STATE_CHANGED"
-                and it.data["params"]["old_state"] == 1
-                and it.data["params"]["callid"] not in taken):
+        if (
+            it.t >= after
+            and it.dir == "event"
+            and it.data.get("method") == "E_DLG_STATE_CHANGED"
+            and it.data["params"]["old_state"] == 1
+            and it.data["params"]["callid"] not in taken
+        ):
             return it.data["params"]["callid"]
     raise AssertionError(f"no new dialog after {after} ms")
 
@@ -245,8 +270,11 @@ def _uac_callids(items: list[Item]) -> set[str]:
     out = set()
     for it in items:
         if it.dir == "mi-request" and isinstance(it.data, dict):
-            headers = (it.data.get("params") or {}).get("headers") if isinstance(
-                it.data.get("params"), dict) else None
+            headers = (
+                (it.data.get("params") or {}).get("headers")
+                if isinstance(it.data.get("params"), dict)
+                else None
+            )
             if isinstance(headers, str):
                 m = re.search(r"Call-I[dD]: (\S+)", headers)
                 if m:
@@ -254,20 +282,25 @@ def _uac_callids(items: list[Item]) -> set[str]:
     return out
 
 
-def setup_actions(items: list[Item], notes: list[tuple[float, str]],
-                  scenario: Scenario) -> list[tuple[Any, ...]]:
+def setup_actions(
+    items: list[Item], notes: list[tuple[float, str]], scenario: Scenario
+) -> list[tuple[Any, ...]]:
     """Phone actions announced by NOTE lines, plus the scenario's extras."""
     actions: list[tuple[Any, ...]] = []
     taken = _uac_callids(items)
-    transfer_callids = [it.data["params"]["transfer_callid"] for it in items
-                        if it.dir == "event" and it.data.get("method") == "E_CALL_TRANSFER"]
+    transfer_callids = [
+        it.data["params"]["transfer_callid"]
+        for it in items
+        if it.dir == "event" and it.data.get("method") == "E_CALL_TRANSFER"
+    ]
     for t, text in notes:
         m = re.match(r"UA (\w+) dials sip:(\w+)@", text)
         m2 = re.match(r"(\w+) dials '(\w+)'", text)
         if m or m2:
             caller, callee = (m or m2).groups()  # type: ignore[union-attr]
-        elif text.startswith("plus one early dialog: alice -> noanswer") or \
-                text.startswith("dlg_end_dlg on an early (ringing) dialog"):
+        elif text.startswith("plus one early dialog: alice -> noanswer") or text.startswith(
+            "dlg_end_dlg on an early (ringing) dialog"
+        ):
             caller, callee = "alice", "noanswer"
         else:
             caller = None
@@ -290,6 +323,7 @@ def setup_actions(items: list[Item], notes: list[tuple[float, str]],
 # Comparison
 # ---------------------------------------------------------------------------
 
+
 class Mismatch(Exception):
     pass
 
@@ -301,7 +335,7 @@ class Binder:
         self.t2e: dict[tuple[str, Any], Any] = {}
         self.e2t: dict[tuple[str, Any], Any] = {}
 
-    def copy(self) -> "Binder":
+    def copy(self) -> Binder:
         b = Binder()
         b.t2e = dict(self.t2e)
         b.e2t = dict(self.e2t)
@@ -314,18 +348,23 @@ class Binder:
             return
         if (kind, t) in self.t2e:
             if self.t2e[(kind, t)] != e:
-                raise Mismatch(f"{where}: trace {kind} {t!r} is bound to "
-                               f"{self.t2e[(kind, t)]!r}, emulator sent {e!r}")
+                raise Mismatch(
+                    f"{where}: trace {kind} {t!r} is bound to {self.t2e[(kind, t)]!r}, emulator sent {e!r}"
+                )
             return
         if (kind, e) in self.e2t:
-            raise Mismatch(f"{where}: emulator {kind} {e!r} already stands for "
-                           f"{self.e2t[(kind, e)]!r}, trace has {t!r}")
+            raise Mismatch(
+                f"{where}: emulator {kind} {e!r} already stands for {self.e2t[(kind, e)]!r}, trace has {t!r}"
+            )
         self.t2e[(kind, t)] = e
         self.e2t[(kind, e)] = t
 
     def substitutions(self) -> list[tuple[str, str]]:
-        out = [(t, e) for (kind, t), e in self.t2e.items()
-               if isinstance(t, str) and isinstance(e, str) and t != e and len(t) >= 2]
+        out = [
+            (t, e)
+            for (kind, t), e in self.t2e.items()
+            if isinstance(t, str) and isinstance(e, str) and t != e and len(t) >= 2
+        ]
         return sorted(out, key=lambda p: -len(p[0]))
 
 
@@ -335,16 +374,16 @@ _TAG_KEYS = {"from_tag", "to_tag", "caller_tag", "callee_tag"}
 _CSEQ_KEYS = {"caller_cseq", "callee_cseq"}
 
 
-def _bind_did(b: Binder, t: Any, e: Any, where: str, t_callid: Any = None,
-              e_callid: Any = None) -> None:
+def _bind_did(b: Binder, t: Any, e: Any, where: str, t_callid: Any = None, e_callid: Any = None) -> None:
     if not (isinstance(t, str) and isinstance(e, str) and _DID.match(t) and _DID.match(e)):
         raise Mismatch(f"{where}: not dialog IDs: {t!r} vs {e!r}")
     b.bind("did", t, e, where)
     if isinstance(e_callid, str):
         expect = rev_hex(core_hash(e_callid))
         if e.split(".")[0] != expect:
-            raise Mismatch(f"{where}: emulator ID {e} does not start with the hash "
-                           f"entry of {e_callid} ({expect})")
+            raise Mismatch(
+                f"{where}: emulator ID {e} does not start with the hash entry of {e_callid} ({expect})"
+            )
     if isinstance(t_callid, str) and t_callid == e_callid:
         if t.split(".")[0] != e.split(".")[0]:
             raise Mismatch(f"{where}: hash entry differs: {t} vs {e}")
@@ -396,17 +435,17 @@ def compare(t: Any, e: Any, b: Binder, where: str = "") -> None:
             return None
         if where.endswith("E_CALL_TRANSFER.params"):
             b.bind("callid", t["callid"], e["callid"], where + ".callid")
-            b.bind("callid", t["transfer_callid"], e["transfer_callid"],
-                   where + ".transfer_callid")
+            b.bind("callid", t["transfer_callid"], e["transfer_callid"], where + ".transfer_callid")
             if t["leg"] in ("caller", "callee", "") or e["leg"] in ("caller", "callee", ""):
                 if t["leg"] != e["leg"]:
                     raise Mismatch(f"{where}.leg: {t['leg']!r} vs {e['leg']!r}")
             else:  # the 3.4/4.0 blind-transfer bug: leg = the new Call-ID
                 b.bind("callid", t["leg"], e["leg"], where + ".leg")
-            _bind_uri_with_osid(b, t["destination"], e["destination"],
-                                where + ".destination") if t["destination"] else (
-                None if e["destination"] == "" else _raise(f"{where}.destination: "
-                                                           f"'' vs {e['destination']!r}"))
+            _bind_uri_with_osid(b, t["destination"], e["destination"], where + ".destination") if t[
+                "destination"
+            ] else (
+                None if e["destination"] == "" else _raise(f"{where}.destination: '' vs {e['destination']!r}")
+            )
             for k in ("state", "status"):
                 if t[k] != e[k]:
                     raise Mismatch(f"{where}.{k}: {t[k]!r} vs {e[k]!r}")
@@ -441,8 +480,7 @@ def _compare_dialog_list(t: list[Any], e: list[Any], b: Binder, where: str) -> N
     """
     entries = [int(d["ID"].split(".")[0][::-1], 16) for d in e]
     if entries != sorted(entries):
-        raise Mismatch(f"{where}: emulator dialogs not in hash-entry order: "
-                       f"{[d['ID'] for d in e]}")
+        raise Mismatch(f"{where}: emulator dialogs not in hash-entry order: {[d['ID'] for d in e]}")
     left = list(range(len(e)))
     for i, td in enumerate(t):
         errors = []
@@ -457,8 +495,9 @@ def _compare_dialog_list(t: list[Any], e: list[Any], b: Binder, where: str) -> N
             left.remove(j)
             break
         else:
-            raise Mismatch(f"{where}[{i}] ({td['callid']}): no matching emulator dialog: "
-                           + "; ".join(errors[:2]))
+            raise Mismatch(
+                f"{where}[{i}] ({td['callid']}): no matching emulator dialog: " + "; ".join(errors[:2])
+            )
 
 
 def _raise(msg: str) -> None:
@@ -617,6 +656,7 @@ def _racy(a: Item, b: Item, requests: dict[str, str]) -> bool:
       - linphone NOTIFYs vs the new call's ACK (E_DLG 3->4): the phone sends
         both, in either order.
     """
+
     def cls(x: Item) -> str:
         if x.dir == "mi-reply":
             return "reply:" + requests.get(json.dumps(x.data.get("id")), "")
@@ -635,19 +675,25 @@ def _racy(a: Item, b: Item, requests: dict[str, str]) -> bool:
 
     def old_call_bye(x: Item) -> bool:
         p = x.data.get("params") or {} if x.dir == "event" else {}
-        return (x.dir == "event" and x.data.get("method") == "E_DLG_STATE_CHANGED"
-                and p.get("new_state") == 5 and p.get("callid") in transferred)
+        return (
+            x.dir == "event"
+            and x.data.get("method") == "E_DLG_STATE_CHANGED"
+            and p.get("new_state") == 5
+            and p.get("callid") in transferred
+        )
 
-    if pair <= {"dlg:3->4", "reply:t_uac_dlg", "reply:tm:uac_dlg", "reply:uac_dlg"} \
-            and len(pair) == 2:
+    if pair <= {"dlg:3->4", "reply:t_uac_dlg", "reply:tm:uac_dlg", "reply:uac_dlg"} and len(pair) == 2:
         return True
     if pair & {"hold:ok", "hold:fail"} and (
-            any(c.startswith("reply:") for c in pair) or pair <= {"hold:ok", "hold:fail",
-                                                                   "hold:start"}):
+        any(c.startswith("reply:") for c in pair) or pair <= {"hold:ok", "hold:fail", "hold:start"}
+    ):
         return True
     for x, y in ((a, b), (b, a)):
-        if old_call_bye(x) and (cls(y).startswith("dlg:") or cls(y).startswith("xfer:")
-                                or cls(y).startswith("reply:") and "transfer" in cls(y)):
+        if old_call_bye(x) and (
+            cls(y).startswith("dlg:")
+            or cls(y).startswith("xfer:")
+            or (cls(y).startswith("reply:") and "transfer" in cls(y))
+        ):
             return True
     if "other" in pair and any(c.startswith("reply:") for c in pair):
         return True
@@ -660,6 +706,7 @@ def _racy(a: Item, b: Item, requests: dict[str, str]) -> bool:
 # Replay
 # ---------------------------------------------------------------------------
 
+
 class Replay:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -671,8 +718,12 @@ class Replay:
         self.out: list[Item] = []
         self._seq = 0
         self.emu = OpenSIPSEmulator(
-            self.clock, self._event, version=self.version, seed=1,
-            pass_provisional_replies=self.scenario.pass_provisional_replies)
+            self.clock,
+            self._event,
+            version=self.version,
+            seed=1,
+            pass_provisional_replies=self.scenario.pass_provisional_replies,
+        )
         self.emu.add_default_phones()
         for user, phone in self.scenario.phones.items():
             self.emu.add_phone(f"sip:{user}@127.0.0.1", phone)
@@ -680,9 +731,9 @@ class Replay:
             self.emu.subscribe(event, socket, expire)
         self.clock.advance(10)
         self.binder = Binder()
-        self.matched: dict[int, Item] = {}   # trace item seq -> emulator item
+        self.matched: dict[int, Item] = {}  # trace item seq -> emulator item
         self.failures: list[str] = []
-        self.requests: dict[str, str] = {}   # json(id) -> method
+        self.requests: dict[str, str] = {}  # json(id) -> method
         self.anchors: list[float] = []
 
     def _now_ms(self) -> float:
@@ -770,8 +821,12 @@ class Replay:
             if isinstance(data, dict) and "transfer" in str(data.get("method")):
                 p = data.get("params") or {}
                 self.requests["transferred-callids"] = " ".join(
-                    [self.requests.get("transferred-callids", ""), str(p.get("callid")),
-                     str(p.get("transfer_callid"))])
+                    [
+                        self.requests.get("transferred-callids", ""),
+                        str(p.get("callid")),
+                        str(p.get("transfer_callid")),
+                    ]
+                )
             payload = json.dumps(self.substitute(data)).encode()
         self.emu.handle_datagram(payload, self._reply)
 
@@ -787,8 +842,7 @@ class Replay:
             _, _, callid, user = action
             ecid = self.emu_callid(callid)
             dlg = self.emu.dialogs[ecid]
-            side = "callee" if (dlg.callee.phone_uri or "").startswith(f"sip:{user}@") \
-                else "caller"
+            side = "callee" if (dlg.callee.phone_uri or "").startswith(f"sip:{user}@") else "caller"
             self.emu.hangup(ecid, side)
         else:
             raise AssertionError(action)
@@ -815,8 +869,7 @@ class Replay:
                         if it.data != e.data:
                             raise Mismatch(f"{it.data!r} vs {e.data!r}")
                     else:
-                        where = (it.data.get("method", "")
-                                 if it.dir == "event" else "reply")
+                        where = it.data.get("method", "") if it.dir == "event" else "reply"
                         compare(it.data, e.data, trial, where)
                 except Mismatch as exc:
                     reasons.append(str(exc))
@@ -826,16 +879,15 @@ class Replay:
                     best = (dt, e, trial)
             if best is None:
                 if t_limit == float("inf"):
-                    why = ("; ".join(reasons[:3]) if reasons
-                           else "nothing of that kind was sent")
+                    why = "; ".join(reasons[:3]) if reasons else "nothing of that kind was sent"
                     self.failures.append(f"no emulator counterpart for {describe(it)}: {why}")
                 continue
             dt, e, trial = best
             tol = TOL_ABS_MS + TOL_REL * max(0.0, it.t - self.anchor(it.t))
             if dt > tol:
                 self.failures.append(
-                    f"timing: {describe(it)} came at {e.t:.1f} ms in the emulator "
-                    f"(|{dt:.1f}| > {tol:.1f} ms)")
+                    f"timing: {describe(it)} came at {e.t:.1f} ms in the emulator (|{dt:.1f}| > {tol:.1f} ms)"
+                )
             self.binder = trial
             self.matched[it.seq] = e
             used.add(e.seq)
@@ -844,13 +896,14 @@ class Replay:
         pairs = [(it, self.matched[it.seq]) for it in self.items if it.seq in self.matched]
         pairs.sort(key=lambda p: (p[0].t, p[0].seq))
         for i, (ta, ea) in enumerate(pairs):
-            for tb, eb in pairs[i + 1:]:
+            for tb, eb in pairs[i + 1 :]:
                 if tb.t - ta.t <= RACE_MS:
                     continue
                 if ea.seq > eb.seq and not _racy(ta, tb, self.requests):
                     self.failures.append(
                         f"order: trace has {describe(ta)} before {describe(tb)}, "
-                        f"the emulator sent them at {ea.t:.1f} / {eb.t:.1f} ms the other way")
+                        f"the emulator sent them at {ea.t:.1f} / {eb.t:.1f} ms the other way"
+                    )
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

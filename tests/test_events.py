@@ -8,15 +8,16 @@ general" and "event_subscribe expiry").
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from callapi.errors import MIError
-from callapi.opensips.events import EVENTS, EventHub, EventReceiverProtocol, SubscriptionManager
 from callapi.interfaces import IEventHub, ISubscription
+from callapi.opensips.events import EVENTS, EventHub, EventReceiverProtocol, SubscriptionManager
 from callapi.testing.fakes import FakeMIClient, no_result, result_of
 
 CALLID = "6c93c431e29d3500"
@@ -29,8 +30,14 @@ def hold_params(callid: str = CALLID, leg: str = "caller", state: str = "start")
 
 
 def transfer_params(callid: str, transfer_callid: str, state: str = "start") -> dict[str, Any]:
-    return {"callid": callid, "leg": "callee", "transfer_callid": transfer_callid,
-            "destination": "sip:cindy@127.0.0.1", "state": state, "status": ""}
+    return {
+        "callid": callid,
+        "leg": "callee",
+        "transfer_callid": transfer_callid,
+        "destination": "sip:cindy@127.0.0.1",
+        "state": state,
+        "status": "",
+    }
 
 
 class Recorder:
@@ -66,7 +73,7 @@ def test_routing_by_event_and_callid() -> None:
 
     hub.dispatch("E_CALL_HOLD", hold_params(callid="someone-else"))
     hub.dispatch("E_DLG_STATE_CHANGED", {"callid": CALLID, "old_state": 3, "new_state": 4})
-    hub.dispatch("e_call_hold", hold_params())            # event names are case-sensitive
+    hub.dispatch("e_call_hold", hold_params())  # event names are case-sensitive
     hub.dispatch("E_CALL_HOLD", hold_params(callid=CALLID.upper()))
     assert len(hold.seen) == 1 and hold_other.seen == [] and transfer.seen == []
     assert hub.stats == {"received": 5, "delivered": 1, "unrouted": 4}
@@ -111,10 +118,16 @@ def test_event_matching_both_ways_reaches_each_registration_once() -> None:
     assert len(by_transfer.seen) == 1 and len(by_callid.seen) == 1
 
 
-@pytest.mark.parametrize("params", [
-    {}, {"callid": None}, {"callid": 5}, {"callid": [CALLID]},
-    {"callid": CALLID, "transfer_callid": 7},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"callid": None},
+        {"callid": 5},
+        {"callid": [CALLID]},
+        {"callid": CALLID, "transfer_callid": 7},
+    ],
+)
 def test_odd_params_do_not_crash(params: dict[str, Any]) -> None:
     hub = EventHub()
     seen = Recorder()
@@ -216,8 +229,10 @@ def test_many_calls_route_independently() -> None:
 
 # -- EventReceiverProtocol --------------------------------------------------------
 
-TRACE_EVENT = (b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD", "params": {"callid": '
-               b'"6c93c431e29d3500", "leg": "caller", "action": "hold", "state": "start"}}')
+TRACE_EVENT = (
+    b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD", "params": {"callid": '
+    b'"6c93c431e29d3500", "leg": "caller", "action": "hold", "state": "start"}}'
+)
 
 
 def test_receiver_dispatches_a_trace_datagram() -> None:
@@ -226,10 +241,19 @@ def test_receiver_dispatches_a_trace_datagram() -> None:
     hub.listen("E_CALL_HOLD", CALLID, seen)
     receiver = EventReceiverProtocol(hub)
     receiver.datagramReceived(TRACE_EVENT, ("127.0.0.1", 40001))
-    dlg = {"jsonrpc": "2.0", "method": "E_DLG_STATE_CHANGED", "params": {
-        "id": "cfc.8e0edac7", "db_id": "14278563061992", "callid": CALLID,
-        "from_tag": "058503ef93a22756", "to_tag": "231cf8738615b5db",
-        "old_state": 3, "new_state": 4}}
+    dlg = {
+        "jsonrpc": "2.0",
+        "method": "E_DLG_STATE_CHANGED",
+        "params": {
+            "id": "cfc.8e0edac7",
+            "db_id": "14278563061992",
+            "callid": CALLID,
+            "from_tag": "058503ef93a22756",
+            "to_tag": "231cf8738615b5db",
+            "old_state": 3,
+            "new_state": 4,
+        },
+    }
     dlg_seen = Recorder()
     hub.listen("E_DLG_STATE_CHANGED", CALLID, dlg_seen)
     receiver.datagramReceived(json.dumps(dlg).encode(), ("127.0.0.1", 40002))
@@ -238,23 +262,26 @@ def test_receiver_dispatches_a_trace_datagram() -> None:
     assert receiver.dropped == 0 and hub.stats["received"] == 2
 
 
-@pytest.mark.parametrize("datagram", [
-    b"",
-    b"not json",
-    b"\xff\xfe",
-    b"400 Parse_error",
-    b"[]",
-    b"[" + TRACE_EVENT + b"]",
-    b'"E_CALL_HOLD"',
-    b"null",
-    b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD"}',
-    b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD", "params": null}',
-    b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD", "params": ["6c93c431e29d3500"]}',
-    b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD", "params": "{\\"callid\\": \\"x\\"}"}',
-    b'{"jsonrpc": "2.0", "params": {"callid": "6c93c431e29d3500"}}',
-    b'{"jsonrpc": "2.0", "method": 5, "params": {"callid": "6c93c431e29d3500"}}',
-    b"{" * 100_000,
-])
+@pytest.mark.parametrize(
+    "datagram",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"400 Parse_error",
+        b"[]",
+        b"[" + TRACE_EVENT + b"]",
+        b'"E_CALL_HOLD"',
+        b"null",
+        b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD"}',
+        b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD", "params": null}',
+        b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD", "params": ["6c93c431e29d3500"]}',
+        b'{"jsonrpc": "2.0", "method": "E_CALL_HOLD", "params": "{\\"callid\\": \\"x\\"}"}',
+        b'{"jsonrpc": "2.0", "params": {"callid": "6c93c431e29d3500"}}',
+        b'{"jsonrpc": "2.0", "method": 5, "params": {"callid": "6c93c431e29d3500"}}',
+        b"{" * 100_000,
+    ],
+)
 def test_receiver_drops_junk(datagram: bytes) -> None:
     hub = EventHub()
     seen = Recorder()
@@ -269,8 +296,9 @@ def test_receiver_drops_junk(datagram: bytes) -> None:
 # -- SubscriptionManager ------------------------------------------------------------
 
 
-def subscribe_request(event: str, expire: int, timeout: Any = None,
-                      socket: str = SOCKET) -> tuple[str, dict[str, Any], Any]:
+def subscribe_request(
+    event: str, expire: int, timeout: Any = None, socket: str = SOCKET
+) -> tuple[str, dict[str, Any], Any]:
     return ("event_subscribe", {"event": event, "socket": socket, "expire": expire}, timeout)
 
 
@@ -313,15 +341,17 @@ def test_expire_must_be_positive(expire: int) -> None:
 
 def test_refreshes_every_refresh_seconds() -> None:
     clock, mi = Clock(), FakeMIClient()
-    manager = SubscriptionManager(clock, mi, "unix:/run/callapi-events.sock", expire=60,
-                                  refresh=15, events=("E_CALL_HOLD",))
+    manager = SubscriptionManager(
+        clock, mi, "unix:/run/callapi-events.sock", expire=60, refresh=15, events=("E_CALL_HOLD",)
+    )
     manager.start()
     reply_all(mi)
     clock.advance(14.9)
     assert len(mi.requests) == 1
     clock.advance(0.1)
     assert [tuple(r) for r in mi.requests] == [
-        subscribe_request("E_CALL_HOLD", 60, socket="unix:/run/callapi-events.sock")] * 2
+        subscribe_request("E_CALL_HOLD", 60, socket="unix:/run/callapi-events.sock")
+    ] * 2
     # the next refresh is counted from the answer, and rounds never overlap
     clock.advance(100)
     assert len(mi.requests) == 2 and len(mi.pending) == 1
@@ -344,8 +374,7 @@ class ScriptedMI(FakeMIClient):
         self.sent_at: list[float] = []
         self.outcomes: list[str] = []
 
-    def call(self, method: str, params: dict[str, Any] | None = None,
-             timeout: float | None = None) -> Any:
+    def call(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         d = super().call(method, params, timeout)
         index = len(self.requests) - 1
         self.sent_at.append(self.clock.seconds())
@@ -366,8 +395,11 @@ def coverage_gaps(mi: ScriptedMI, event: str, until: float, expire: int) -> list
     subscription for C{event}, counting only successful subscriptions (a
     subscription sent at C{s} delivers until C{s + expire}).
     """
-    times = [t for t, r, o in zip(mi.sent_at, mi.requests, mi.outcomes)
-             if o == "ok" and r.params and r.params["event"] == event and r.params["expire"] > 0]
+    times = [
+        t
+        for t, r, o in zip(mi.sent_at, mi.requests, mi.outcomes)
+        if o == "ok" and r.params and r.params["event"] == event and r.params["expire"] > 0
+    ]
     gaps = []
     covered_until = 0.0
     for t in times:
@@ -396,6 +428,7 @@ def test_thirty_minutes_without_a_gap() -> None:
 
 def test_keeps_refreshing_after_failures() -> None:
     clock = Clock()
+
     # rounds of 3 requests: round 2 gets MI errors, round 4 times out, round 7
     # mixes both; every other round succeeds
     def decide(index: int) -> str:
@@ -416,8 +449,7 @@ def test_keeps_refreshing_after_failures() -> None:
         clock.advance(1)
         if second == 81:  # just after round 2 failed
             statuses.append(dict(manager.status))
-    assert statuses[0]["E_CALL_HOLD"] == {"ok": False, "at": 80.0,
-                                          "error": "400 Bad parameter value"}
+    assert statuses[0]["E_CALL_HOLD"] == {"ok": False, "at": 80.0, "error": "400 Bad parameter value"}
     sent = [t for t, r in zip(mi.sent_at, mi.requests) if (r.params or {})["event"] == "E_CALL_HOLD"]
     # after a timeout the next round comes refresh seconds after the MI timeout
     assert max(b - a for a, b in zip(sent, sent[1:])) == 45
@@ -435,8 +467,7 @@ def test_stop_unsubscribes_and_cancels_the_timer() -> None:
     assert len(clock.getDelayedCalls()) == 1
     d = manager.stop()
     assert clock.getDelayedCalls() == []
-    assert [tuple(r) for r in mi.requests[3:]] == [
-        subscribe_request(event, 0, 2.0) for event in EVENTS]
+    assert [tuple(r) for r in mi.requests[3:]] == [subscribe_request(event, 0, 2.0) for event in EVENTS]
     no_result(d)
     mi.reply(3)
     mi.error(4, MIError("event_subscribe", 400, "Bad parameter value"))
@@ -468,8 +499,10 @@ def test_receiver_drops_events_from_other_sources() -> None:
     got: list[dict[str, Any]] = []
     hub.listen("E_CALL_HOLD", "abc", got.append)
     receiver = EventReceiverProtocol(hub, sources={"10.0.0.5"})
-    datagram = (b'{"jsonrpc":"2.0","method":"E_CALL_HOLD","params":{"callid":"abc",'
-                b'"leg":"caller","action":"hold","state":"ok"}}')
+    datagram = (
+        b'{"jsonrpc":"2.0","method":"E_CALL_HOLD","params":{"callid":"abc",'
+        b'"leg":"caller","action":"hold","state":"ok"}}'
+    )
     receiver.datagramReceived(datagram, ("10.0.0.66", 40000))
     assert got == [] and receiver.dropped == 1
     receiver.datagramReceived(datagram, ("10.0.0.5", 40001))

@@ -83,8 +83,7 @@ class Env(ScenarioHarness[CallHold]):
         """
         self.clock.advance(self.ctx.settings.hold_settle)
 
-    def event(self, leg: str, state: str, action: str | None = None,
-              callid: str | None = None) -> None:
+    def event(self, leg: str, state: str, action: str | None = None, callid: str | None = None) -> None:
         self.dispatch(call_hold(callid or self.callid, leg, action or self.action, state))
         if self.turns:
             self.turn()
@@ -111,8 +110,13 @@ class Env(ScenarioHarness[CallHold]):
                 self.event(leg, state)
 
 
-def run(cls: type[CallHold] = CallHold, callid: str = PROXIED, turns: bool = False,
-        settings: Settings | None = None, names: MINames | None = None) -> Env:
+def run(
+    cls: type[CallHold] = CallHold,
+    callid: str = PROXIED,
+    turns: bool = False,
+    settings: Settings | None = None,
+    names: MINames | None = None,
+) -> Env:
     env = Env.start(cls, {"callid": callid}, "h1", settings=settings, names=names)
     env.turns = turns
     return env
@@ -140,8 +144,7 @@ def test_mi_request(cls: type[CallHold], mi_method: str) -> None:
     assert env.hub.registrations == 1
 
 
-@pytest.mark.parametrize("cls, mi_method", [(CallHold, "callops:hold"),
-                                            (CallUnhold, "callops:unhold")])
+@pytest.mark.parametrize("cls, mi_method", [(CallHold, "callops:hold"), (CallUnhold, "callops:unhold")])
 def test_mi_request_with_40_names(cls: type[CallHold], mi_method: str) -> None:
     env = run(cls, names=MINames(hold="callops:hold", unhold="callops:unhold"))
     assert [tuple(r) for r in env.mi.requests] == [(mi_method, {"callid": PROXIED}, None)]
@@ -156,8 +159,7 @@ def test_hold_in_trace_order(turns: bool) -> None:
     env = run(turns=turns)
     env.play_script(["caller start", "callee start", "caller ok", "MI", "callee ok"])
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"), ok("callee"), ENDED]
     env.assert_ended_clean()
 
 
@@ -167,8 +169,14 @@ def test_unhold_in_trace_order(turns: bool) -> None:
     env = run(CallUnhold, turns=turns)
     env.play_script(["callee start", "caller start", "MI", "callee ok", "caller ok"])
     env.turn()
-    assert env.events() == [("CallUnholding", None), ustart("callee"), ustart("caller"),
-                            uok("callee"), uok("caller"), ENDED]
+    assert env.events() == [
+        ("CallUnholding", None),
+        ustart("callee"),
+        ustart("caller"),
+        uok("callee"),
+        uok("caller"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -178,8 +186,7 @@ def test_hold_sipp_trace_order(turns: bool) -> None:
     env = run(callid=SIPP, turns=turns)
     env.play_script(["caller start", "callee start", "MI", "caller ok", "callee ok"])
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"), ok("callee"), ENDED]
     env.assert_ended_clean()
 
 
@@ -190,8 +197,14 @@ def test_unhold_sipp_trace_order(turns: bool) -> None:
     env = run(CallUnhold, callid=SIPP, turns=turns)
     env.play_script(["callee start", "callee ok", "caller start", "MI", "caller ok"])
     env.turn()
-    assert env.events() == [("CallUnholding", None), ustart("callee"), uok("callee"),
-                            ustart("caller"), uok("caller"), ENDED]
+    assert env.events() == [
+        ("CallUnholding", None),
+        ustart("callee"),
+        uok("callee"),
+        ustart("caller"),
+        uok("caller"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -202,8 +215,7 @@ def test_all_events_before_the_mi_reply(turns: bool) -> None:
     assert env.events() == []  # held back until OpenSIPS accepted
     env.mi_ok()
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"), ok("callee"), ENDED]
     env.assert_ended_clean()
 
 
@@ -214,8 +226,7 @@ def test_mi_reply_before_any_event(turns: bool) -> None:
     assert env.events() == [HOLDING]
     env.play_script(["caller start", "callee start", "caller ok", "callee ok"])
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"), ok("callee"), ENDED]
     env.assert_ended_clean()
 
 
@@ -224,8 +235,7 @@ def test_ok_before_start(turns: bool) -> None:
     env = run(turns=turns)
     env.play_script(["caller ok", "caller start", "callee start", "MI", "callee ok"])
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), ok("caller"), start("callee"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), ok("caller"), start("callee"), ok("callee"), ENDED]
     env.assert_ended_clean()
 
 
@@ -234,19 +244,29 @@ def test_ok_before_start_after_the_mi_reply(turns: bool) -> None:
     env = run(turns=turns)
     env.play_script(["caller start", "callee start", "MI", "callee ok", "callee start", "caller ok"])
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("callee"),
-                            ok("caller"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("callee"), ok("caller"), ENDED]
     env.assert_ended_clean()
 
 
 @TURNS
 def test_duplicates_are_ignored(turns: bool) -> None:
     env = run(turns=turns)
-    env.play_script(["caller start", "caller start", "callee start", "caller ok", "caller ok", "MI",
-              "callee start", "caller ok", "callee ok", "callee ok"])
+    env.play_script(
+        [
+            "caller start",
+            "caller start",
+            "callee start",
+            "caller ok",
+            "caller ok",
+            "MI",
+            "callee start",
+            "caller ok",
+            "callee ok",
+            "callee ok",
+        ]
+    )
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"), ok("callee"), ENDED]
     env.assert_ended_clean()
 
 
@@ -262,8 +282,7 @@ def test_unhold_events_are_ignored_by_hold(turns: bool) -> None:
     env.event("caller", "ok")
     env.event("callee", "ok")
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"), ok("callee"), ENDED]
     env.assert_ended_clean()
 
 
@@ -287,28 +306,29 @@ def test_hold_events_are_ignored_by_unhold(turns: bool) -> None:
 @TURNS
 def test_events_for_another_call_are_ignored(turns: bool) -> None:
     env = run(turns=turns)
-    for leg, state in [("caller", "start"), ("callee", "start"), ("caller", "fail"),
-                       ("callee", "ok")]:
+    for leg, state in [("caller", "start"), ("callee", "start"), ("caller", "fail"), ("callee", "ok")]:
         env.event(leg, state, callid=CLICK_TO_DIAL)
     env.play_script(["caller start", "callee start", "MI"])
     env.event("caller", "fail", callid=SIPP)
     env.event("callee", "fail", callid=PROXIED + "x")
     env.play_script(["caller ok", "callee ok"])
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"), ok("callee"), ENDED]
     env.assert_ended_clean()
 
 
 @TURNS
-@pytest.mark.parametrize("junk", [
-    {"leg": "both", "state": "start"},
-    {"leg": "", "state": "ok"},
-    {"leg": "caller", "state": "notify"},
-    {"leg": "caller", "state": "failure"},
-    {"leg": None, "state": None},
-    {},
-])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"leg": "both", "state": "start"},
+        {"leg": "", "state": "ok"},
+        {"leg": "caller", "state": "notify"},
+        {"leg": "caller", "state": "failure"},
+        {"leg": None, "state": None},
+        {},
+    ],
+)
 def test_junk_events_are_ignored(turns: bool, junk: dict[str, Any]) -> None:
     env = run(turns=turns)
     env.play_script(["caller start"])
@@ -317,8 +337,7 @@ def test_junk_events_are_ignored(turns: bool, junk: dict[str, Any]) -> None:
     env.hub.dispatch("E_CALL_HOLD", {"callid": PROXIED, "action": "hold", **junk})
     env.play_script(["caller ok", "callee ok"])
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"), ok("callee"), ENDED]
     env.assert_ended_clean()
 
 
@@ -332,8 +351,14 @@ def test_leg_fail_click_to_dial_hold(turns: bool) -> None:
     env = run(callid=CLICK_TO_DIAL, turns=turns)
     env.play_script(["caller start", "callee start", "caller fail", "MI", "callee ok"])
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("callee"),
-                            error("hold failed on leg caller"), ENDED]
+    assert env.events() == [
+        HOLDING,
+        start("caller"),
+        start("callee"),
+        ok("callee"),
+        error("hold failed on leg caller"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -342,8 +367,14 @@ def test_leg_fail_click_to_dial_unhold(turns: bool) -> None:
     env = run(CallUnhold, callid=CLICK_TO_DIAL, turns=turns)
     env.play_script(["callee start", "caller start", "MI", "caller fail", "callee ok"])
     env.turn()
-    assert env.events() == [("CallUnholding", None), ustart("callee"), ustart("caller"),
-                            uok("callee"), error("unhold failed on leg caller"), ENDED]
+    assert env.events() == [
+        ("CallUnholding", None),
+        ustart("callee"),
+        ustart("caller"),
+        uok("callee"),
+        error("unhold failed on leg caller"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -352,8 +383,13 @@ def test_both_legs_fail(turns: bool) -> None:
     env = run(turns=turns)
     env.play_script(["caller start", "callee start", "MI", "callee fail", "caller fail"])
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"),
-                            error("hold failed on leg callee and caller"), ENDED]
+    assert env.events() == [
+        HOLDING,
+        start("caller"),
+        start("callee"),
+        error("hold failed on leg callee and caller"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -362,18 +398,27 @@ def test_fail_before_start(turns: bool) -> None:
     env = run(turns=turns)
     env.play_script(["callee start", "caller fail", "MI", "callee ok"])
     env.turn()
-    assert env.events() == [HOLDING, start("callee"), start("caller"), ok("callee"),
-                            error("hold failed on leg caller"), ENDED]
+    assert env.events() == [
+        HOLDING,
+        start("callee"),
+        start("caller"),
+        ok("callee"),
+        error("hold failed on leg caller"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("cls, code, message, text", [
-    (CallHold, 404, "Dialog not found", "404 Dialog not found"),
-    (CallHold, 480, "Both dialog legs are on hold", "480 Both dialog legs are on hold"),
-    (CallUnhold, 480, "No dialog legs on hold", "480 No dialog legs on hold"),
-    (CallUnhold, 404, "Dialog not found", "404 Dialog not found"),
-    (CallHold, -32602, "Invalid params", "-32602 Invalid params"),
-])
+@pytest.mark.parametrize(
+    "cls, code, message, text",
+    [
+        (CallHold, 404, "Dialog not found", "404 Dialog not found"),
+        (CallHold, 480, "Both dialog legs are on hold", "480 Both dialog legs are on hold"),
+        (CallUnhold, 480, "No dialog legs on hold", "480 No dialog legs on hold"),
+        (CallUnhold, 404, "Dialog not found", "404 Dialog not found"),
+        (CallHold, -32602, "Invalid params", "-32602 Invalid params"),
+    ],
+)
 def test_mi_error(cls: type[CallHold], code: int, message: str, text: str) -> None:
     env = run(cls)
     env.mi_error(code, message)
@@ -412,8 +457,13 @@ def test_not_ready_then_ok() -> None:
     env.turn()
     env.play_script(["caller ok", "callee ok"])
     assert [e[2] for e in env.sink.notifications] == [
-        "CallHolding", "CallHoldStart", "CallHoldStart", "CallHoldSuccessful",
-        "CallHoldSuccessful", "Ended"]
+        "CallHolding",
+        "CallHoldStart",
+        "CallHoldStart",
+        "CallHoldSuccessful",
+        "CallHoldSuccessful",
+        "Ended",
+    ]
     env.assert_ended_clean()
 
 
@@ -422,15 +472,13 @@ def test_lost_ok_reply_with_events_is_accepted() -> None:
     env.play_script(["caller start", "callee start", "caller ok", "callee ok"])
     env.mi.time_out("call_hold")
     env.turn()
-    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"),
-                            ok("callee"), ENDED]
+    assert env.events() == [HOLDING, start("caller"), start("callee"), ok("caller"), ok("callee"), ENDED]
 
 
 def test_mi_error_with_data() -> None:
     env = run()
     env.mi_error(-32602, "Invalid params", "Too few or too many parameters")
-    assert env.events() == [error("-32602 Invalid params (Too few or too many parameters)"),
-                            ENDED]
+    assert env.events() == [error("-32602 Invalid params (Too few or too many parameters)"), ENDED]
     env.assert_ended_clean()
 
 
@@ -442,10 +490,13 @@ def test_mi_error_after_events_drops_them() -> None:
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("cls, text", [
-    (CallHold, "OpenSIPS did not answer MI call_hold within 5 s"),
-    (CallUnhold, "OpenSIPS did not answer MI call_unhold within 5 s"),
-])
+@pytest.mark.parametrize(
+    "cls, text",
+    [
+        (CallHold, "OpenSIPS did not answer MI call_hold within 5 s"),
+        (CallUnhold, "OpenSIPS did not answer MI call_unhold within 5 s"),
+    ],
+)
 def test_mi_timeout(cls: type[CallHold], text: str) -> None:
     env = run(cls)
     env.mi.time_out(0)
@@ -460,7 +511,8 @@ def test_mi_unavailable() -> None:
     env.mi.error(0, MIUnavailable("stopped while waiting for call_hold"))
     assert env.events() == [
         error("OpenSIPS MI connection is not available: stopped while waiting for call_hold"),
-        ENDED]
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -476,9 +528,12 @@ def test_no_event_after_ok(grace: float) -> None:
     env.clock.advance(grace * 0.01 + 1e-9)  # + float rounding of the sums
     assert env.events() == [
         HOLDING,
-        error(f"timed out after {grace:g} s waiting for any E_CALL_HOLD event after "
-              "OpenSIPS accepted call_hold (is the event subscription working?)"),
-        ENDED]
+        error(
+            f"timed out after {grace:g} s waiting for any E_CALL_HOLD event after "
+            "OpenSIPS accepted call_hold (is the event subscription working?)"
+        ),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -490,9 +545,12 @@ def test_no_event_after_ok_unhold() -> None:
     env.clock.advance(2)
     assert env.events() == [
         ("CallUnholding", None),
-        error("timed out after 2 s waiting for any E_CALL_HOLD event after "
-              "OpenSIPS accepted call_unhold (is the event subscription working?)"),
-        ENDED]
+        error(
+            "timed out after 2 s waiting for any E_CALL_HOLD event after "
+            "OpenSIPS accepted call_unhold (is the event subscription working?)"
+        ),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -508,11 +566,14 @@ def test_a_start_within_the_grace_period_cancels_the_no_event_error() -> None:
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("waiting, script", [
-    ("callee", ["caller start", "callee start", "caller ok", "MI"]),
-    ("caller", ["caller start", "callee start", "MI", "callee ok"]),
-    ("caller and callee", ["caller start", "callee start", "MI"]),
-])
+@pytest.mark.parametrize(
+    "waiting, script",
+    [
+        ("callee", ["caller start", "callee start", "caller ok", "MI"]),
+        ("caller", ["caller start", "callee start", "MI", "callee ok"]),
+        ("caller and callee", ["caller start", "callee start", "MI"]),
+    ],
+)
 def test_a_leg_that_never_finishes(waiting: str, script: list[str]) -> None:
     env = run(settings=Settings(hold_timeout=30.0))
     env.play_script(script)
@@ -523,7 +584,8 @@ def test_a_leg_that_never_finishes(waiting: str, script: list[str]) -> None:
     events = env.events()
     assert events[-2:] == [
         error(f"timed out after 30 s waiting for E_CALL_HOLD ok/fail for leg {waiting}"),
-        ENDED]
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -535,7 +597,9 @@ def test_default_hold_timeout_is_130_s() -> None:
     assert env.events()[-1] == ok("caller")
     env.clock.advance(0.1)
     assert env.events()[-2:] == [
-        error("timed out after 130 s waiting for E_CALL_HOLD ok/fail for leg callee"), ENDED]
+        error("timed out after 130 s waiting for E_CALL_HOLD ok/fail for leg callee"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -545,8 +609,9 @@ def test_nothing_after_ended() -> None:
     env.turn()
     done = list(env.events())
     env.play_script(["caller fail", "callee fail", "caller start"])
-    env.hub.dispatch("E_CALL_HOLD", {"callid": PROXIED, "leg": "caller",
-                                     "action": "unhold", "state": "start"})
+    env.hub.dispatch(
+        "E_CALL_HOLD", {"callid": PROXIED, "leg": "caller", "action": "unhold", "state": "start"}
+    )
     env.clock.advance(1000)
     env.command.fail("late failure")
     env.command.end()
@@ -583,12 +648,15 @@ def test_finished_fires_once_with_the_command() -> None:
     assert fired == [env.command]
 
 
-@pytest.mark.parametrize("params, data", [
-    ({}, "missing parameter callid"),
-    ({"callid": "a b"}, "callid is not a valid SIP Call-ID (RFC 3261 word[@word])"),
-    ({"callid": PROXIED, "leg": "both"}, 'leg must be "caller" or "callee"'),
-    ({"callid": PROXIED, "headers": "X: y\r\n"}, "unknown parameter headers"),
-])
+@pytest.mark.parametrize(
+    "params, data",
+    [
+        ({}, "missing parameter callid"),
+        ({"callid": "a b"}, "callid is not a valid SIP Call-ID (RFC 3261 word[@word])"),
+        ({"callid": PROXIED, "leg": "both"}, 'leg must be "caller" or "callee"'),
+        ({"callid": PROXIED, "headers": "X: y\r\n"}, "unknown parameter headers"),
+    ],
+)
 def test_check(params: dict[str, Any], data: str) -> None:
     from callapi.errors import RPCError
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
+from callapi.emulator import OpenSIPSEmulator
 from callapi.opensips.events import EventHub, EventReceiverProtocol, SubscriptionManager
 from callapi.opensips.mi import MIClientProtocol
 from callapi.scenarios import Context
 from callapi.scenarios.hold import CallHold
 from callapi.testing.fakes import RecordingSink
-from callapi.emulator import OpenSIPSEmulator
 
 EVENT_SOCKET = "udp:127.0.0.1:9921"
 MI_ADDRESS = ("127.0.0.1", 8080)
@@ -34,16 +34,15 @@ class _MemoryTransport:
         self._client = client
 
     def write(self, data: bytes, addr: Any = None) -> None:
-        self._emulator.handle_datagram(
-            data, lambda reply: self._client.datagramReceived(reply, MI_ADDRESS))
+        self._emulator.handle_datagram(data, lambda reply: self._client.datagramReceived(reply, MI_ADDRESS))
 
 
 def wire(clock: Clock, expire: int, refresh: float) -> tuple[OpenSIPSEmulator, Context, Any]:
     hub = EventHub()
     receiver = EventReceiverProtocol(hub)
     emulator = OpenSIPSEmulator(
-        clock, lambda socket, data: receiver.datagramReceived(data, ("127.0.0.1", 5060)),
-        delay_scale=0)
+        clock, lambda socket, data: receiver.datagramReceived(data, ("127.0.0.1", 5060)), delay_scale=0
+    )
     emulator.add_default_phones()
     mi = MIClientProtocol(clock, MI_ADDRESS, timeout=5)
     mi.makeConnection(_MemoryTransport(emulator, mi))  # type: ignore[arg-type]
@@ -93,8 +92,13 @@ def hold_after(minutes: int, expire: int, refresh: float) -> list[tuple[str, Any
 
 def test_thirty_minute_call_keeps_receiving_events() -> None:
     assert [event for event, _ in hold_after(30, expire=120, refresh=40)] == [
-        "CallHolding", "CallHoldStart", "CallHoldStart", "CallHoldSuccessful",
-        "CallHoldSuccessful", "Ended"]
+        "CallHolding",
+        "CallHoldStart",
+        "CallHoldStart",
+        "CallHoldSuccessful",
+        "CallHoldSuccessful",
+        "Ended",
+    ]
 
 
 def test_without_refresh_the_subscription_expires_silently() -> None:
@@ -107,4 +111,5 @@ def test_without_refresh_the_subscription_expires_silently() -> None:
     assert [event for event, _ in notifications] == ["CallHolding", "Error", "Ended"]
     assert notifications[1][1] == (
         "timed out after 2 s waiting for any E_CALL_HOLD event after OpenSIPS accepted "
-        "call_hold (is the event subscription working?)")
+        "call_hold (is the event subscription working?)"
+    )

@@ -62,10 +62,11 @@ def write_key_pair(directory: Path, name: str) -> tuple[Key, Path]:
     """
     private = Ed25519PrivateKey.generate()
     openssh_private = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     openssh_public = private.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     authorized = directory / f"{name}.authorized_keys"
     authorized.write_bytes(b"# a comment\n\n" + openssh_public + b" " + name.encode() + b"\n")
     return Key.fromString(openssh_private), authorized
@@ -76,11 +77,18 @@ def user_key(tmp_path: Path) -> tuple[Key, Path]:
     return write_key_pair(tmp_path, "tester")
 
 
-def options(authorized: Path | None, endpoint: str = "tcp:0:interface=127.0.0.1",
-            key_dir: Path | None = None, allow_remote: bool = False) -> dict[str, Any]:
-    return {"manhole": endpoint, "manhole-keys": str(authorized) if authorized else None,
-            "manhole-key-dir": str(key_dir) if key_dir else None,
-            "manhole-allow-remote": allow_remote}
+def options(
+    authorized: Path | None,
+    endpoint: str = "tcp:0:interface=127.0.0.1",
+    key_dir: Path | None = None,
+    allow_remote: bool = False,
+) -> dict[str, Any]:
+    return {
+        "manhole": endpoint,
+        "manhole-keys": str(authorized) if authorized else None,
+        "manhole-key-dir": str(key_dir) if key_dir else None,
+        "manhole-allow-remote": allow_remote,
+    }
 
 
 def usage_error(opts: dict[str, Any]) -> str:
@@ -94,25 +102,31 @@ def usage_error(opts: dict[str, Any]) -> str:
 # -- option checks ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("endpoint", [
-    "tcp:2222:interface=127.0.0.1",
-    "tcp:2222:interface=127.1.2.3",
-    "tcp6:2222:interface=\\:\\:1",
-    "tcp:port=2222:interface=127.0.0.1",
-    "unix:/tmp/callapi-manhole.sock",
-])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp:2222:interface=127.0.0.1",
+        "tcp:2222:interface=127.1.2.3",
+        "tcp6:2222:interface=\\:\\:1",
+        "tcp:port=2222:interface=127.0.0.1",
+        "unix:/tmp/callapi-manhole.sock",
+    ],
+)
 def test_loopback_accepted(user_key: tuple[Key, Path], endpoint: str) -> None:
     opts = options(user_key[1], endpoint)
     check_manhole_options(opts)
     assert opts["manhole"] == endpoint
 
 
-@pytest.mark.parametrize("endpoint", [
-    "tcp:2222:interface=10.1.2.3",
-    "tcp:2222:interface=0.0.0.0",
-    "tcp6:2222:interface=\\:\\:",
-    "tcp:2222:interface=example.com",
-])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp:2222:interface=10.1.2.3",
+        "tcp:2222:interface=0.0.0.0",
+        "tcp6:2222:interface=\\:\\:",
+        "tcp:2222:interface=example.com",
+    ],
+)
 def test_non_loopback_refused(user_key: tuple[Key, Path], endpoint: str) -> None:
     message = usage_error(options(user_key[1], endpoint))
     assert "not a loopback address" in message and "--manhole-allow-remote" in message
@@ -157,9 +171,11 @@ def test_keys_file_without_keys_refused(tmp_path: Path, content: bytes) -> None:
 
 def test_private_key_is_not_an_authorized_key(tmp_path: Path) -> None:
     keys_file = tmp_path / "authorized_keys"
-    keys_file.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption()))
+    keys_file.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
     assert "no parsable public key" in usage_error(options(keys_file))
 
 
@@ -180,15 +196,24 @@ def test_tap_options_run_the_checks(user_key: tuple[Key, Path], tmp_path: Path) 
     from callapi.tap import Options, makeService
 
     opts = Options()
-    opts.parseOptions(["--manhole", "tcp:0:interface=localhost",
-                       "--manhole-keys", str(user_key[1]), "--manhole-key-dir", str(tmp_path)])
+    opts.parseOptions(
+        [
+            "--manhole",
+            "tcp:0:interface=localhost",
+            "--manhole-keys",
+            str(user_key[1]),
+            "--manhole-key-dir",
+            str(tmp_path),
+        ]
+    )
     assert opts["manhole"] == "tcp:0:interface=127.0.0.1"
     service = makeService(opts, reactor=MemoryReactor()).getServiceNamed("manhole")
     assert isinstance(service, manhole.ManholeService)
     assert service.key_dir == str(tmp_path) and (tmp_path / HOST_KEY_NAME).exists()
     with pytest.raises(SystemExit, match="not a loopback"):
-        Options().parseOptions(["--manhole", "tcp:2222:interface=0.0.0.0",
-                                "--manhole-keys", str(user_key[1])])
+        Options().parseOptions(
+            ["--manhole", "tcp:2222:interface=0.0.0.0", "--manhole-keys", str(user_key[1])]
+        )
 
 
 # -- host key and namespace --------------------------------------------------------
@@ -219,10 +244,10 @@ class FakeCommand:
 
 class FakeOpenSIPS(Service):
     def __init__(self) -> None:
-        self.mi = SimpleNamespace(pending={"17": ("dlg_list", None)},
-                                  stats={"sent": 3, "replies": 2, "timeouts": 0, "dropped": 0})
-        self.hub = SimpleNamespace(stats={"received": 0, "delivered": 0, "unrouted": 0},
-                                   registrations=0)
+        self.mi = SimpleNamespace(
+            pending={"17": ("dlg_list", None)}, stats={"sent": 3, "replies": 2, "timeouts": 0, "dropped": 0}
+        )
+        self.hub = SimpleNamespace(stats={"received": 0, "delivered": 0, "unrouted": 0}, registrations=0)
         self.subscriptions: Any = None
 
 
@@ -285,12 +310,13 @@ class ShellChannel(SSHChannel):
         self.opened.errback(reason)
 
     def channelOpen(self, specificData: bytes) -> None:
-        pty = self.conn.sendRequest(self, b"pty-req",
-                                    packRequest_pty_req(b"xterm", (24, 80, 0, 0), b""),
-                                    wantReply=True)
+        pty = self.conn.sendRequest(
+            self, b"pty-req", packRequest_pty_req(b"xterm", (24, 80, 0, 0), b""), wantReply=True
+        )
         shell = self.conn.sendRequest(self, b"shell", b"", wantReply=True)
         pty.addCallback(lambda _: shell).addCallbacks(
-            lambda _: self.opened.callback(self), self.opened.errback)
+            lambda _: self.opened.callback(self), self.opened.errback
+        )
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
@@ -382,32 +408,32 @@ def reactor_state(reactor: Any) -> tuple[set[Any], set[Any], set[Any]]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_ssh_login_reads_running_commands(reactor: Any, user_key: tuple[Key, Path],
-                                                tmp_path: Path) -> None:
+async def test_ssh_login_reads_running_commands(
+    reactor: Any, user_key: tuple[Key, Path], tmp_path: Path
+) -> None:
     before = reactor_state(reactor)
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
-    service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"),
-                                 fake_root(), reactor)
+    service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"), fake_root(), reactor)
     try:
         service.startService()
         port = (await service.when_listening()).getHost().port
-        client = await connect(reactor, port, load_host_key(str(tmp_path / "hostkey")),
-                               user_key[0])
+        client = await connect(reactor, port, load_host_key(str(tmp_path / "hostkey")), user_key[0])
         channel = await client.opened.addTimeout(TIMEOUT, reactor)
         assert client.auth is not None and client.auth.authenticated
         await channel.expect(b"callapi manhole", b">>> ").addTimeout(TIMEOUT, reactor)
         mark = len(channel.received)
         channel.write(b"commands()\r")
-        text = await channel.expect(b"CallHold", b"c-1", b"waiting for legs",
-                                    since=mark).addTimeout(TIMEOUT, reactor)
+        text = await channel.expect(b"CallHold", b"c-1", b"waiting for legs", since=mark).addTimeout(
+            TIMEOUT, reactor
+        )
         assert b"(1, 'c-1'): CallHold" in text
-        channel.conn.sendRequest(channel, b"window-change",
-                                 packRequest_window_change((30, 100, 0, 0)))
+        channel.conn.sendRequest(channel, b"window-change", packRequest_window_change((30, 100, 0, 0)))
         mark = len(channel.received)
         channel.write(b"mi.pending, hub.stats['received'], sorted(services)\r")
-        await channel.expect(b"'dlg_list'", b"['commands', 'opensips']",
-                             since=mark).addTimeout(TIMEOUT, reactor)
+        await channel.expect(b"'dlg_list'", b"['commands', 'opensips']", since=mark).addTimeout(
+            TIMEOUT, reactor
+        )
         # stopping the service disconnects the client too
         await service.stopService()
         await client.lost.addTimeout(TIMEOUT, reactor)
@@ -423,14 +449,12 @@ async def test_ssh_login_reads_running_commands(reactor: Any, user_key: tuple[Ke
 
 
 @pytest_twisted.ensureDeferred
-async def test_wrong_key_rejected(reactor: Any, user_key: tuple[Key, Path],
-                                  tmp_path: Path) -> None:
+async def test_wrong_key_rejected(reactor: Any, user_key: tuple[Key, Path], tmp_path: Path) -> None:
     before = reactor_state(reactor)
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     intruder, _ = write_key_pair(tmp_path, "intruder")
-    service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"),
-                                 fake_root(), reactor)
+    service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"), fake_root(), reactor)
     try:
         service.startService()
         port = (await service.when_listening()).getHost().port
@@ -471,22 +495,26 @@ class CommandOutput(Protocol):
 
 
 @pytest_twisted.ensureDeferred
-async def test_exec_request_refused(reactor: Any, user_key: tuple[Key, Path],
-                                    tmp_path: Path) -> None:
+async def test_exec_request_refused(reactor: Any, user_key: tuple[Key, Path], tmp_path: Path) -> None:
     """`ssh HOST COMMAND` logs in (SSHCommandClientEndpoint) but gets exit status 1."""
     before = reactor_state(reactor)
-    service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"),
-                                 fake_root(), reactor)
+    service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"), fake_root(), reactor)
     try:
         service.startService()
         port = (await service.when_listening()).getHost().port
         known = KnownHostsFile(FilePath(str(tmp_path / "known_hosts")))
         known.addHostKey(b"127.0.0.1", service.host_key.public())
         endpoint = SSHCommandClientEndpoint.newConnection(
-            reactor, b"commands()", b"tester", b"127.0.0.1", port, keys=[user_key[0]],
-            knownHosts=known, agentEndpoint=None)
-        output = await endpoint.connect(Factory.forProtocol(CommandOutput)).addTimeout(
-            TIMEOUT, reactor)
+            reactor,
+            b"commands()",
+            b"tester",
+            b"127.0.0.1",
+            port,
+            keys=[user_key[0]],
+            knownHosts=known,
+            agentEndpoint=None,
+        )
+        output = await endpoint.connect(Factory.forProtocol(CommandOutput)).addTimeout(TIMEOUT, reactor)
         reason = await output.ended.addTimeout(TIMEOUT, reactor)
         assert isinstance(reason, ProcessTerminated) and reason.exitCode == 1
         await output.ssh_lost.addTimeout(TIMEOUT, reactor)
@@ -496,21 +524,27 @@ async def test_exec_request_refused(reactor: Any, user_key: tuple[Key, Path],
 
 
 @pytest_twisted.ensureDeferred
-async def test_wrong_key_rejected_by_command_endpoint(reactor: Any, user_key: tuple[Key, Path],
-                                                      tmp_path: Path) -> None:
+async def test_wrong_key_rejected_by_command_endpoint(
+    reactor: Any, user_key: tuple[Key, Path], tmp_path: Path
+) -> None:
     intruder, _ = write_key_pair(tmp_path, "intruder")
-    service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"),
-                                 fake_root(), reactor)
+    service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"), fake_root(), reactor)
     try:
         service.startService()
         port = (await service.when_listening()).getHost().port
         known = KnownHostsFile(FilePath(str(tmp_path / "known_hosts")))
         known.addHostKey(b"127.0.0.1", service.host_key.public())
         endpoint = SSHCommandClientEndpoint.newConnection(
-            reactor, b"commands()", b"tester", b"127.0.0.1", port, keys=[intruder],
-            knownHosts=known, agentEndpoint=None)
+            reactor,
+            b"commands()",
+            b"tester",
+            b"127.0.0.1",
+            port,
+            keys=[intruder],
+            knownHosts=known,
+            agentEndpoint=None,
+        )
         with pytest.raises(AuthenticationFailed):
-            await endpoint.connect(Factory.forProtocol(CommandOutput)).addTimeout(
-                TIMEOUT, reactor)
+            await endpoint.connect(Factory.forProtocol(CommandOutput)).addTimeout(TIMEOUT, reactor)
     finally:
         await service.stopService()

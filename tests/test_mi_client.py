@@ -41,8 +41,7 @@ def answer(client: MIClientProtocol, message: Any) -> None:
     """
     Deliver one reply datagram (a JSON value, or raw bytes) from OpenSIPS.
     """
-    data = message if isinstance(message, bytes) else json.dumps(
-        message, separators=(",", ":")).encode()
+    data = message if isinstance(message, bytes) else json.dumps(message, separators=(",", ":")).encode()
     client.datagramReceived(data, PEER)
 
 
@@ -54,43 +53,41 @@ def test_interfaces(client: MIClientProtocol) -> None:
 # -- requests -----------------------------------------------------------------
 
 
-def test_request_datagram_bytes(client: MIClientProtocol,
-                                transport: FakeDatagramTransport) -> None:
+def test_request_datagram_bytes(client: MIClientProtocol, transport: FakeDatagramTransport) -> None:
     client.call("call_hold", {"callid": CALLID})
     client.call("which")
-    client.call("event_subscribe", {"event": "E_CALL_HOLD", "socket": "udp:127.0.0.1:9921",
-                                    "expire": 120})
+    client.call("event_subscribe", {"event": "E_CALL_HOLD", "socket": "udp:127.0.0.1:9921", "expire": 120})
     assert transport.written == [
-        (b'{"jsonrpc":"2.0","method":"call_hold","id":1,"params":{"callid":"6c93c431e29d3500"}}',
-         PEER),
+        (b'{"jsonrpc":"2.0","method":"call_hold","id":1,"params":{"callid":"6c93c431e29d3500"}}', PEER),
         (b'{"jsonrpc":"2.0","method":"which","id":2}', PEER),
-        (b'{"jsonrpc":"2.0","method":"event_subscribe","id":3,"params":'
-         b'{"event":"E_CALL_HOLD","socket":"udp:127.0.0.1:9921","expire":120}}', PEER),
+        (
+            b'{"jsonrpc":"2.0","method":"event_subscribe","id":3,"params":'
+            b'{"event":"E_CALL_HOLD","socket":"udp:127.0.0.1:9921","expire":120}}',
+            PEER,
+        ),
     ]
     assert {k: (v.method, v.params) for k, v in client.pending.items()} == {
         "1": ("call_hold", {"callid": CALLID}),
         "2": ("which", None),
-        "3": ("event_subscribe", {"event": "E_CALL_HOLD", "socket": "udp:127.0.0.1:9921",
-                                  "expire": 120}),
+        "3": ("event_subscribe", {"event": "E_CALL_HOLD", "socket": "udp:127.0.0.1:9921", "expire": 120}),
     }
     assert client.stats["sent"] == 3
 
 
-def test_request_is_ascii_json(client: MIClientProtocol,
-                               transport: FakeDatagramTransport) -> None:
+def test_request_is_ascii_json(client: MIClientProtocol, transport: FakeDatagramTransport) -> None:
     client.call("t_uac_dlg", {"headers": "From: <sip:é@x>\r\nTo: <sip:b@x>\r\n"})
     datagram, _ = transport.written[0]
     datagram.decode("ascii")
     assert json.loads(datagram)["params"]["headers"] == "From: <sip:é@x>\r\nTo: <sip:b@x>\r\n"
 
 
-def test_connected_socket_writes_without_address(clock: Clock,
-                                                 transport: FakeDatagramTransport) -> None:
+def test_connected_socket_writes_without_address(clock: Clock, transport: FakeDatagramTransport) -> None:
     client = MIClientProtocol(clock, None, timeout=5)
     client.makeConnection(transport)
     client.call("version")
-    assert transport.written == [(b'{"jsonrpc":"2.0","method":"version","id":1}',
-                                  FakeDatagramTransport.noAddr)]
+    assert transport.written == [
+        (b'{"jsonrpc":"2.0","method":"version","id":1}', FakeDatagramTransport.noAddr)
+    ]
 
 
 @pytest.mark.parametrize("method", ["", None, 5, b"which", ["which"]])
@@ -101,15 +98,15 @@ def test_encode_request_refuses_a_bad_method(method: Any) -> None:
 
 def test_encode_request() -> None:
     assert encode_request(7, "dlg_end_dlg", {"dialog_id": CALLID}) == (
-        b'{"jsonrpc":"2.0","method":"dlg_end_dlg","id":7,"params":{"dialog_id":"6c93c431e29d3500"}}')
-    assert encode_request(8, "dlg_list", {}) == (
-        b'{"jsonrpc":"2.0","method":"dlg_list","id":8,"params":{}}')
+        b'{"jsonrpc":"2.0","method":"dlg_end_dlg","id":7,"params":{"dialog_id":"6c93c431e29d3500"}}'
+    )
+    assert encode_request(8, "dlg_list", {}) == (b'{"jsonrpc":"2.0","method":"dlg_list","id":8,"params":{}}')
 
 
 @pytest.mark.parametrize("method", ["", None])
-def test_call_with_a_bad_method_sends_nothing(client: MIClientProtocol, clock: Clock,
-                                              transport: FakeDatagramTransport,
-                                              method: Any) -> None:
+def test_call_with_a_bad_method_sends_nothing(
+    client: MIClientProtocol, clock: Clock, transport: FakeDatagramTransport, method: Any
+) -> None:
     with pytest.raises(ValueError):
         client.call(method)
     assert transport.written == [] and client.pending == {} and clock.getDelayedCalls() == []
@@ -150,26 +147,47 @@ def test_any_json_result(client: MIClientProtocol, result: Any) -> None:
     assert result_of(d) == result
 
 
-@pytest.mark.parametrize("error, code, message, data, text", [
-    ({"code": 404, "message": "Dialog not found"}, 404, "Dialog not found", None,
-     "404 Dialog not found"),
-    ({"code": 410, "message": "Dialog not ready"}, 410, "Dialog not ready", None,
-     "410 Dialog not ready"),
-    ({"code": 480, "message": "Both dialog legs are on hold"}, 480,
-     "Both dialog legs are on hold", None, "480 Both dialog legs are on hold"),
-    ({"code": -32602, "message": "Invalid params", "data": "Too few or too many parameters"},
-     -32602, "Invalid params", "Too few or too many parameters",
-     "-32602 Invalid params (Too few or too many parameters)"),
-    ({"code": -32601, "message": "Method not found"}, -32601, "Method not found", None,
-     "-32601 Method not found"),
-])
-def test_error_reply(client: MIClientProtocol, clock: Clock, error: dict[str, Any], code: int,
-                     message: str, data: Any, text: str) -> None:
+@pytest.mark.parametrize(
+    "error, code, message, data, text",
+    [
+        ({"code": 404, "message": "Dialog not found"}, 404, "Dialog not found", None, "404 Dialog not found"),
+        ({"code": 410, "message": "Dialog not ready"}, 410, "Dialog not ready", None, "410 Dialog not ready"),
+        (
+            {"code": 480, "message": "Both dialog legs are on hold"},
+            480,
+            "Both dialog legs are on hold",
+            None,
+            "480 Both dialog legs are on hold",
+        ),
+        (
+            {"code": -32602, "message": "Invalid params", "data": "Too few or too many parameters"},
+            -32602,
+            "Invalid params",
+            "Too few or too many parameters",
+            "-32602 Invalid params (Too few or too many parameters)",
+        ),
+        (
+            {"code": -32601, "message": "Method not found"},
+            -32601,
+            "Method not found",
+            None,
+            "-32601 Method not found",
+        ),
+    ],
+)
+def test_error_reply(
+    client: MIClientProtocol,
+    clock: Clock,
+    error: dict[str, Any],
+    code: int,
+    message: str,
+    data: Any,
+    text: str,
+) -> None:
     d = client.call("call_hold", {"callid": CALLID})
     answer(client, {"jsonrpc": "2.0", "error": error, "id": 1})
     reason = error_of(d, MIError)
-    assert (reason.method, reason.code, reason.message, reason.data) == (
-        "call_hold", code, message, data)
+    assert (reason.method, reason.code, reason.message, reason.data) == ("call_hold", code, message, data)
     assert str(reason) == text
     assert client.pending == {} and clock.getDelayedCalls() == []
 
@@ -181,9 +199,11 @@ def test_malformed_error_reply_still_fails_the_request(client: MIClientProtocol)
     answer(client, {"jsonrpc": "2.0", "error": "boom", "id": 1})
     answer(client, {"jsonrpc": "2.0", "error": {"code": "404", "message": "x"}, "id": 2})
     answer(client, {"jsonrpc": "2.0", "id": 3})
-    assert (error_of(d1, MIError).code, error_of(d2, MIError).code,
-            str(failure_of(d3, MIError).value)) == (
-        -32603, -32603, "-32603 reply without result or error")
+    assert (error_of(d1, MIError).code, error_of(d2, MIError).code, str(failure_of(d3, MIError).value)) == (
+        -32603,
+        -32603,
+        "-32603 reply without result or error",
+    )
     assert client.pending == {}
 
 
@@ -202,12 +222,14 @@ def test_timeout(client: MIClientProtocol, clock: Clock) -> None:
     assert client.stats["timeouts"] == 1
 
 
-@pytest.mark.parametrize("timeout, text", [
-    (130, "OpenSIPS did not answer MI t_uac_dlg within 130 s"),
-    (0.5, "OpenSIPS did not answer MI t_uac_dlg within 0.5 s"),
-])
-def test_per_request_timeout(client: MIClientProtocol, clock: Clock, timeout: float,
-                             text: str) -> None:
+@pytest.mark.parametrize(
+    "timeout, text",
+    [
+        (130, "OpenSIPS did not answer MI t_uac_dlg within 130 s"),
+        (0.5, "OpenSIPS did not answer MI t_uac_dlg within 0.5 s"),
+    ],
+)
+def test_per_request_timeout(client: MIClientProtocol, clock: Clock, timeout: float, text: str) -> None:
     d = client.call("t_uac_dlg", {"method": "INVITE"}, timeout=timeout)
     other = client.call("which")
     clock.advance(timeout * 0.99)
@@ -230,20 +252,23 @@ def test_late_reply_after_timeout_is_dropped(client: MIClientProtocol, clock: Cl
 # -- junk from the peer ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("datagram", [
-    b"400 Parse_error",                                    # trace h_errors
-    b"",
-    b"\xff\xfe",
-    b"[]",
-    b'[{"jsonrpc":"2.0","result":"OK","id":1}]',
-    b'"OK"',
-    b"1",
-    b'{"jsonrpc":"2.0","result":"OK"}',                     # no id
-    b'{"jsonrpc":"2.0","result":"OK","id":99}',             # unknown id
-    b'{"jsonrpc":"2.0","result":"OK","id":null}',
-    b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}',
-    b"[" * 100_000,
-])
+@pytest.mark.parametrize(
+    "datagram",
+    [
+        b"400 Parse_error",  # trace h_errors
+        b"",
+        b"\xff\xfe",
+        b"[]",
+        b'[{"jsonrpc":"2.0","result":"OK","id":1}]',
+        b'"OK"',
+        b"1",
+        b'{"jsonrpc":"2.0","result":"OK"}',  # no id
+        b'{"jsonrpc":"2.0","result":"OK","id":99}',  # unknown id
+        b'{"jsonrpc":"2.0","result":"OK","id":null}',
+        b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}',
+        b"[" * 100_000,
+    ],
+)
 def test_junk_is_dropped(client: MIClientProtocol, clock: Clock, datagram: bytes) -> None:
     d = client.call("call_hold", {"callid": CALLID})
     client.datagramReceived(datagram, PEER)
@@ -255,10 +280,12 @@ def test_junk_is_dropped(client: MIClientProtocol, clock: Clock, datagram: bytes
 
 
 def test_big_reply(client: MIClientProtocol) -> None:
-    dialogs = [{"ID": f"{i:x}.1", "callid": f"call-{i}", "caller_sdp": "v=0\r\n" + "a" * 500}
-               for i in range(115)]
-    data = json.dumps({"jsonrpc": "2.0", "result": {"Dialogs": dialogs}, "id": 1},
-                      separators=(",", ":")).encode()
+    dialogs = [
+        {"ID": f"{i:x}.1", "callid": f"call-{i}", "caller_sdp": "v=0\r\n" + "a" * 500} for i in range(115)
+    ]
+    data = json.dumps(
+        {"jsonrpc": "2.0", "result": {"Dialogs": dialogs}, "id": 1}, separators=(",", ":")
+    ).encode()
     assert 60_000 < len(data) <= MAX_DATAGRAM
     d = client.call("dlg_list")
     client.datagramReceived(data, PEER)
@@ -274,8 +301,9 @@ def test_max_datagram_is_udp_maximum() -> None:
 
 def test_provisional_reply_is_skipped(client: MIClientProtocol, clock: Clock) -> None:
     d = client.call("t_uac_dlg", {"method": "INVITE"}, timeout=130)
-    answer(client, {"jsonrpc": "2.0", "result": {"Status": "180 Ringing",
-                                                 "Message": "Via: ...\r\n"}, "id": 1})
+    answer(
+        client, {"jsonrpc": "2.0", "result": {"Status": "180 Ringing", "Message": "Via: ...\r\n"}, "id": 1}
+    )
     answer(client, {"jsonrpc": "2.0", "result": {"Status": "183 Session Progress"}, "id": 1})
     no_result(d)
     assert list(client.pending) == ["1"]
@@ -293,8 +321,7 @@ def test_provisional_then_failure_status(client: MIClientProtocol) -> None:
     assert result_of(d) == {"Status": "486 Busy Here"}
 
 
-def test_provisional_reply_does_not_extend_the_timeout(client: MIClientProtocol,
-                                                       clock: Clock) -> None:
+def test_provisional_reply_does_not_extend_the_timeout(client: MIClientProtocol, clock: Clock) -> None:
     d = client.call("t_uac_dlg", {"method": "INVITE"}, timeout=10)
     clock.advance(9)
     answer(client, {"jsonrpc": "2.0", "result": {"Status": "180 Ringing"}, "id": 1})
@@ -302,19 +329,22 @@ def test_provisional_reply_does_not_extend_the_timeout(client: MIClientProtocol,
     failure_of(d, MITimeout)
 
 
-@pytest.mark.parametrize("result, expected", [
-    ({"Status": "180 Ringing"}, True),
-    ({"Status": "100 Trying"}, True),
-    ({"Status": "199 x"}, True),
-    ({"Status": "200 OK"}, False),
-    ({"Status": "408 Request Timeout"}, False),
-    ({"Status": "1"}, False),
-    ({"Status": "1xx"}, False),
-    ({"Status": 180}, False),
-    ({}, False),
-    ("180 Ringing", False),
-    (None, False),
-])
+@pytest.mark.parametrize(
+    "result, expected",
+    [
+        ({"Status": "180 Ringing"}, True),
+        ({"Status": "100 Trying"}, True),
+        ({"Status": "199 x"}, True),
+        ({"Status": "200 OK"}, False),
+        ({"Status": "408 Request Timeout"}, False),
+        ({"Status": "1"}, False),
+        ({"Status": "1xx"}, False),
+        ({"Status": 180}, False),
+        ({}, False),
+        ("180 Ringing", False),
+        (None, False),
+    ],
+)
 def test_is_provisional(result: Any, expected: bool) -> None:
     assert is_provisional(result) is expected
 
@@ -342,19 +372,20 @@ def test_cancel_after_reply_is_harmless(client: MIClientProtocol) -> None:
     assert result_of(d) == "OK"
 
 
-def test_stop_fails_everything_pending(client: MIClientProtocol, clock: Clock,
-                                       transport: FakeDatagramTransport) -> None:
+def test_stop_fails_everything_pending(
+    client: MIClientProtocol, clock: Clock, transport: FakeDatagramTransport
+) -> None:
     d1 = client.call("call_hold", {"callid": CALLID})
     d2 = client.call("t_uac_dlg", {"method": "INVITE"}, timeout=130)
     client.doStop()
     for d, method in ((d1, "call_hold"), (d2, "t_uac_dlg")):
         reason = failure_of(d, MIUnavailable).value
-        assert str(reason) == ("OpenSIPS MI connection is not available: "
-                               f"stopped while waiting for {method}")
+        assert str(reason) == (f"OpenSIPS MI connection is not available: stopped while waiting for {method}")
     assert client.pending == {} and clock.getDelayedCalls() == []
     d3 = client.call("which")
     assert str(failure_of(d3, MIUnavailable).value) == (
-        "OpenSIPS MI connection is not available: MI socket is not running")
+        "OpenSIPS MI connection is not available: MI socket is not running"
+    )
     assert len(transport.written) == 2 and clock.getDelayedCalls() == []
 
 
@@ -364,15 +395,15 @@ def test_call_before_the_socket_runs(clock: Clock) -> None:
     assert client.pending == {} and clock.getDelayedCalls() == []
 
 
-def test_write_failure(client: MIClientProtocol, clock: Clock,
-                       transport: FakeDatagramTransport) -> None:
+def test_write_failure(client: MIClientProtocol, clock: Clock, transport: FakeDatagramTransport) -> None:
     def refuse(packet: bytes, addr: Any = None) -> None:
         raise OSError(90, "Message too long")
 
     transport.write = refuse  # type: ignore[method-assign]
     d = client.call("t_uac_dlg", {"body": "x" * 70000})
     assert str(failure_of(d, MIUnavailable).value).startswith(
-        "OpenSIPS MI connection is not available: cannot send MI t_uac_dlg: ")
+        "OpenSIPS MI connection is not available: cannot send MI t_uac_dlg: "
+    )
     assert client.pending == {} and clock.getDelayedCalls() == []
 
 

@@ -18,8 +18,8 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from callapi.errors import MIError
-from callapi.opensips.events import EventHub
 from callapi.interfaces import INotificationSink
+from callapi.opensips.events import EventHub
 from callapi.rpc import CommandRunner, Session
 from callapi.scenarios import Context
 from callapi.testing.fakes import FakeMIClient
@@ -70,14 +70,12 @@ class Env:
         return messages
 
     def hold_event(self, leg: str, state: str, action: str = "hold", callid: str = CALLID) -> None:
-        self.hub.dispatch("E_CALL_HOLD", {"callid": callid, "leg": leg,
-                                          "action": action, "state": state})
+        self.hub.dispatch("E_CALL_HOLD", {"callid": callid, "leg": leg, "action": action, "state": state})
 
 
 def make_env(max_per_session: int = 1000) -> Env:
     mi, hub, clock = FakeMIClient(), EventHub(), Clock()
-    runner = CommandRunner(Context(mi=mi, events=hub, clock=clock),
-                           max_per_session=max_per_session)
+    runner = CommandRunner(Context(mi=mi, events=hub, clock=clock), max_per_session=max_per_session)
     out: list[str] = []
     session = runner.open(send=out.append)
     return Env(mi, hub, clock, runner, session, out)
@@ -128,13 +126,16 @@ def test_session_is_a_notification_sink(env: Env) -> None:
 # -- -32700 parse error -------------------------------------------------------
 
 
-@pytest.mark.parametrize("payload", [
-    b"{not json",
-    b"\xff\xfe\xfd",
-    b'{"jsonrpc":"2.0","method":"Echo","id":NaN}',
-    b'{"jsonrpc":"2.0","method":"Echo","params":{"x":Infinity},"id":1}',
-    b"",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b"\xff\xfe\xfd",
+        b'{"jsonrpc":"2.0","method":"Echo","id":NaN}',
+        b'{"jsonrpc":"2.0","method":"Echo","params":{"x":Infinity},"id":1}',
+        b"",
+    ],
+)
 def test_parse_error_has_null_id(env: Env, payload: bytes) -> None:
     env.send(payload)
     [response] = env.take()
@@ -147,29 +148,37 @@ def test_parse_error_has_null_id(env: Env, payload: bytes) -> None:
 # -- -32600 invalid request ---------------------------------------------------
 
 
-@pytest.mark.parametrize("message, expected", [
-    ([1], None),  # batch: see test_batch_*; here a non-object element
-    (5, err(None, -32600, "Invalid Request", "a request must be a JSON object")),
-    ('"CallHold"', err(None, -32600, "Invalid Request", "a request must be a JSON object")),
-    ("null", err(None, -32600, "Invalid Request", "a request must be a JSON object")),
-    ({"method": "Echo", "id": 3},
-     err(3, -32600, "Invalid Request", 'jsonrpc must be exactly "2.0"')),
-    ({"jsonrpc": "1.0", "method": "Echo", "id": 3},
-     err(3, -32600, "Invalid Request", 'jsonrpc must be exactly "2.0"')),
-    ({"jsonrpc": "2.0", "id": 3},
-     err(3, -32600, "Invalid Request", "method must be a string")),
-    ({"jsonrpc": "2.0", "method": 42, "id": "m"},
-     err("m", -32600, "Invalid Request", "method must be a string")),
-    ({"jsonrpc": "2.0", "method": "Echo", "id": True},
-     err(None, -32600, "Invalid Request", "id must be a string, a number or null")),
-    ({"jsonrpc": "2.0", "method": "Echo", "id": {"x": 1}},
-     err(None, -32600, "Invalid Request", "id must be a string, a number or null")),
-])
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        ([1], None),  # batch: see test_batch_*; here a non-object element
+        (5, err(None, -32600, "Invalid Request", "a request must be a JSON object")),
+        ('"CallHold"', err(None, -32600, "Invalid Request", "a request must be a JSON object")),
+        ("null", err(None, -32600, "Invalid Request", "a request must be a JSON object")),
+        ({"method": "Echo", "id": 3}, err(3, -32600, "Invalid Request", 'jsonrpc must be exactly "2.0"')),
+        (
+            {"jsonrpc": "1.0", "method": "Echo", "id": 3},
+            err(3, -32600, "Invalid Request", 'jsonrpc must be exactly "2.0"'),
+        ),
+        ({"jsonrpc": "2.0", "id": 3}, err(3, -32600, "Invalid Request", "method must be a string")),
+        (
+            {"jsonrpc": "2.0", "method": 42, "id": "m"},
+            err("m", -32600, "Invalid Request", "method must be a string"),
+        ),
+        (
+            {"jsonrpc": "2.0", "method": "Echo", "id": True},
+            err(None, -32600, "Invalid Request", "id must be a string, a number or null"),
+        ),
+        (
+            {"jsonrpc": "2.0", "method": "Echo", "id": {"x": 1}},
+            err(None, -32600, "Invalid Request", "id must be a string, a number or null"),
+        ),
+    ],
+)
 def test_invalid_request(env: Env, message: Any, expected: Any) -> None:
     env.send(message)
     if expected is None:  # [1]
-        assert env.take() == [[err(None, -32600, "Invalid Request",
-                                   "a request must be a JSON object")]]
+        assert env.take() == [[err(None, -32600, "Invalid Request", "a request must be a JSON object")]]
     else:
         assert env.take() == [expected]
     assert env.mi.requests == []
@@ -183,11 +192,27 @@ def test_empty_batch_is_a_single_invalid_request(env: Env) -> None:
 # -- -32601 method not found --------------------------------------------------
 
 
-@pytest.mark.parametrize("method", [
-    "Nope", "callhold", "CALLHOLD", "callHold", "CallHold ", "echo",
-    "start", "run", "__init__", "__class__", "check", "method", "",
-    "Command", "Context", "Settings",
-])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "Nope",
+        "callhold",
+        "CALLHOLD",
+        "callHold",
+        "CallHold ",
+        "echo",
+        "start",
+        "run",
+        "__init__",
+        "__class__",
+        "check",
+        "method",
+        "",
+        "Command",
+        "Context",
+        "Settings",
+    ],
+)
 def test_unknown_method(env: Env, method: str) -> None:
     env.send(req(method, {"callid": CALLID}, request_id=11))
     assert env.take() == [err(11, -32601, "Method not found", method)]
@@ -201,29 +226,35 @@ BAD_CALLID = "callid is not a valid SIP Call-ID (RFC 3261 word[@word])"
 BAD_CMD_ID = "cmd_id must be a string of 1 to 128 printable ASCII characters without spaces"
 
 
-@pytest.mark.parametrize("method, params, data", [
-    ("CallHold", [CALLID], "params must be an object (named parameters)"),
-    ("CallHold", {}, "missing parameter callid"),
-    ("CallUnhold", {"cmd_id": "u1"}, "missing parameter callid"),
-    ("CallEnd", {"dialog_id": CALLID}, "missing parameter callid"),
-    ("CallHold", {"callid": "a b"}, BAD_CALLID),
-    ("CallHold", {"callid": CALLID + "\r\nVia: SIP/2.0/UDP evil"}, BAD_CALLID),
-    ("CallHold", {"callid": CALLID + "\n"}, BAD_CALLID),
-    ("CallHold", {"callid": "x" * 257}, BAD_CALLID),
-    ("CallHold", {"callid": ""}, "callid must be a non-empty string (a SIP Call-ID)"),
-    ("CallHold", {"callid": 12345}, "callid must be a non-empty string (a SIP Call-ID)"),
-    ("CallHold", {"callid": None}, "callid must be a non-empty string (a SIP Call-ID)"),
-    ("CallHold", {"callid": CALLID, "leg": "caller"},
-     "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it"),
-    ("CallEnd", {"callid": CALLID, "b": 1, "a": 2}, "unknown parameter a, b"),
-    ("Echo", {"cmd_id": ""}, BAD_CMD_ID),
-    ("Echo", {"cmd_id": "a b"}, BAD_CMD_ID),
-    ("Echo", {"cmd_id": "x" * 129}, BAD_CMD_ID),
-    ("Echo", {"cmd_id": 7}, BAD_CMD_ID),
-    ("Echo", {"cmd_id": None}, BAD_CMD_ID),
-    ("Echo", {"cmd_id": "é"}, BAD_CMD_ID),
-    ("CallHold", {"callid": CALLID, "cmd_id": "tab\there"}, BAD_CMD_ID),
-])
+@pytest.mark.parametrize(
+    "method, params, data",
+    [
+        ("CallHold", [CALLID], "params must be an object (named parameters)"),
+        ("CallHold", {}, "missing parameter callid"),
+        ("CallUnhold", {"cmd_id": "u1"}, "missing parameter callid"),
+        ("CallEnd", {"dialog_id": CALLID}, "missing parameter callid"),
+        ("CallHold", {"callid": "a b"}, BAD_CALLID),
+        ("CallHold", {"callid": CALLID + "\r\nVia: SIP/2.0/UDP evil"}, BAD_CALLID),
+        ("CallHold", {"callid": CALLID + "\n"}, BAD_CALLID),
+        ("CallHold", {"callid": "x" * 257}, BAD_CALLID),
+        ("CallHold", {"callid": ""}, "callid must be a non-empty string (a SIP Call-ID)"),
+        ("CallHold", {"callid": 12345}, "callid must be a non-empty string (a SIP Call-ID)"),
+        ("CallHold", {"callid": None}, "callid must be a non-empty string (a SIP Call-ID)"),
+        (
+            "CallHold",
+            {"callid": CALLID, "leg": "caller"},
+            "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it",
+        ),
+        ("CallEnd", {"callid": CALLID, "b": 1, "a": 2}, "unknown parameter a, b"),
+        ("Echo", {"cmd_id": ""}, BAD_CMD_ID),
+        ("Echo", {"cmd_id": "a b"}, BAD_CMD_ID),
+        ("Echo", {"cmd_id": "x" * 129}, BAD_CMD_ID),
+        ("Echo", {"cmd_id": 7}, BAD_CMD_ID),
+        ("Echo", {"cmd_id": None}, BAD_CMD_ID),
+        ("Echo", {"cmd_id": "é"}, BAD_CMD_ID),
+        ("CallHold", {"callid": CALLID, "cmd_id": "tab\there"}, BAD_CMD_ID),
+    ],
+)
 def test_invalid_params(env: Env, method: str, params: Any, data: str) -> None:
     env.send(req(method, params, request_id="p"))
     assert env.take() == [err("p", -32602, "Invalid params", data)]
@@ -245,14 +276,20 @@ def test_duplicate_running_cmd_id(env: Env) -> None:
     assert env.take() == [started(1, "h1")]
     env.send(req("Echo", {"cmd_id": "h1"}, request_id=2))
     env.send(req("CallEnd", {"callid": "other", "cmd_id": "h1"}, request_id=3))
-    assert env.take() == [err(2, -32001, "cmd_id already running", "h1"),
-                          err(3, -32001, "cmd_id already running", "h1")]
+    assert env.take() == [
+        err(2, -32001, "cmd_id already running", "h1"),
+        err(3, -32001, "cmd_id already running", "h1"),
+    ]
     assert env.mi.methods() == ["call_hold"]
 
 
 def test_duplicate_cmd_id_within_one_batch(env: Env) -> None:
-    env.send([req("CallHold", {"callid": CALLID, "cmd_id": "d"}, request_id=1),
-              req("CallEnd", {"callid": CALLID, "cmd_id": "d"}, request_id=2)])
+    env.send(
+        [
+            req("CallHold", {"callid": CALLID, "cmd_id": "d"}, request_id=1),
+            req("CallEnd", {"callid": CALLID, "cmd_id": "d"}, request_id=2),
+        ]
+    )
     assert env.take() == [[started(1, "d"), err(2, -32001, "cmd_id already running", "d")]]
     assert env.mi.methods() == ["call_hold"]
 
@@ -261,7 +298,9 @@ def test_cmd_id_can_be_reused_once_ended(env: Env) -> None:
     env.send(req("Echo", {"cmd_id": "e"}, request_id=1))
     env.send(req("Echo", {"cmd_id": "e"}, request_id=2))
     assert [m.get("result") for m in env.take() if "id" in m] == [
-        {"cmd_id": "e", "event": "Started"}, {"cmd_id": "e", "event": "Started"}]
+        {"cmd_id": "e", "event": "Started"},
+        {"cmd_id": "e", "event": "Started"},
+    ]
 
 
 def test_same_cmd_id_on_two_sessions(env: Env) -> None:
@@ -288,8 +327,11 @@ def test_limit_of_running_commands_per_connection() -> None:
     env.send(req("CallHold", {"callid": "c1", "cmd_id": "a"}, request_id=1))
     env.send(req("CallHold", {"callid": "c2", "cmd_id": "b"}, request_id=2))
     env.send(req("Echo", {"cmd_id": "c"}, request_id=3))
-    assert env.take() == [started(1, "a"), started(2, "b"),
-                          err(3, -32004, "too many running commands", "limit 2 per connection")]
+    assert env.take() == [
+        started(1, "a"),
+        started(2, "b"),
+        err(3, -32004, "too many running commands", "limit 2 per connection"),
+    ]
     # another connection has its own limit
     other_out: list[str] = []
     other = env.runner.open(send=other_out.append)
@@ -318,12 +360,15 @@ def test_notification_command_sends_its_mi_request(env: Env) -> None:
     assert env.take() == [event("CallEnd", "n2", "Ended")]
 
 
-@pytest.mark.parametrize("message", [
-    note("Nope", {}),
-    note("CallHold", {}),
-    note("CallHold", {"callid": "a b"}),
-    note("Echo", {"cmd_id": "bad id"}),
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        note("Nope", {}),
+        note("CallHold", {}),
+        note("CallHold", {"callid": "a b"}),
+        note("Echo", {"cmd_id": "bad id"}),
+    ],
+)
 def test_failing_notification_is_silent(env: Env, message: Any) -> None:
     env.send(message)
     assert env.take() == [] and env.mi.requests == []
@@ -345,29 +390,37 @@ def test_duplicate_cmd_id_notification_is_silent(env: Env) -> None:
 
 
 def test_batch_mixed_valid_and_invalid(env: Env) -> None:
-    env.send([
-        req("Echo", {"cmd_id": "e1", "x": 1}, request_id=1),
-        1,
-        req("Nope", {}, request_id=3),
-        note("Echo", {"cmd_id": "e2"}),
-        req("CallHold", {}, request_id=5),
-        {"jsonrpc": "2.0", "method": "Echo", "id": 6, "params": {"cmd_id": "e3"}},
-    ])
+    env.send(
+        [
+            req("Echo", {"cmd_id": "e1", "x": 1}, request_id=1),
+            1,
+            req("Nope", {}, request_id=3),
+            note("Echo", {"cmd_id": "e2"}),
+            req("CallHold", {}, request_id=5),
+            {"jsonrpc": "2.0", "method": "Echo", "id": 6, "params": {"cmd_id": "e3"}},
+        ]
+    )
     assert env.take() == [
-        [started(1, "e1"),
-         err(None, -32600, "Invalid Request", "a request must be a JSON object"),
-         err(3, -32601, "Method not found", "Nope"),
-         err(5, -32602, "Invalid params", "missing parameter callid"),
-         started(6, "e3")],
-        event("Echo", "e1", "Reply", {"x": 1}), event("Echo", "e1", "Ended"),
-        event("Echo", "e2", "Reply", {}), event("Echo", "e2", "Ended"),
-        event("Echo", "e3", "Reply", {}), event("Echo", "e3", "Ended"),
+        [
+            started(1, "e1"),
+            err(None, -32600, "Invalid Request", "a request must be a JSON object"),
+            err(3, -32601, "Method not found", "Nope"),
+            err(5, -32602, "Invalid params", "missing parameter callid"),
+            started(6, "e3"),
+        ],
+        event("Echo", "e1", "Reply", {"x": 1}),
+        event("Echo", "e1", "Ended"),
+        event("Echo", "e2", "Reply", {}),
+        event("Echo", "e2", "Ended"),
+        event("Echo", "e3", "Reply", {}),
+        event("Echo", "e3", "Ended"),
     ]
 
 
 def test_batch_of_notifications_writes_no_response(env: Env) -> None:
-    env.send([note("Echo", {"cmd_id": "a"}), note("Nope", {}),
-              note("CallEnd", {"callid": CALLID, "cmd_id": "b"})])
+    env.send(
+        [note("Echo", {"cmd_id": "a"}), note("Nope", {}), note("CallEnd", {"callid": CALLID, "cmd_id": "b"})]
+    )
     assert env.take() == [event("Echo", "a", "Reply", {}), event("Echo", "a", "Ended")]
     assert env.mi.methods() == ["dlg_end_dlg"]
 
@@ -388,11 +441,16 @@ def test_batch_response_is_written_before_notifications(env: Env) -> None:
         return d
 
     env.mi.call = answer_at_once  # type: ignore[method-assign]
-    env.send([req("Echo", {"cmd_id": "a"}, request_id=1),
-              req("CallEnd", {"callid": CALLID, "cmd_id": "b"}, request_id=2)])
+    env.send(
+        [
+            req("Echo", {"cmd_id": "a"}, request_id=1),
+            req("CallEnd", {"callid": CALLID, "cmd_id": "b"}, request_id=2),
+        ]
+    )
     assert env.take() == [
         [started(1, "a"), started(2, "b")],
-        event("Echo", "a", "Reply", {}), event("Echo", "a", "Ended"),
+        event("Echo", "a", "Reply", {}),
+        event("Echo", "a", "Ended"),
         event("CallEnd", "b", "Ended"),
     ]
 
@@ -413,18 +471,29 @@ def test_single_request_answered_synchronously_still_starts_first(env: Env) -> N
 # -- ids ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw_id", [
-    "123456789012345678901234567890", "-9007199254740993", "0", "1.5", '"abc"',
-    '""', '"1"', "null", '"\\u00e9t\\u00e9"',
-])
+@pytest.mark.parametrize(
+    "raw_id",
+    [
+        "123456789012345678901234567890",
+        "-9007199254740993",
+        "0",
+        "1.5",
+        '"abc"',
+        '""',
+        '"1"',
+        "null",
+        '"\\u00e9t\\u00e9"',
+    ],
+)
 def test_id_is_echoed_exactly(env: Env, raw_id: str) -> None:
     env.send('{"jsonrpc":"2.0","id":%s,"method":"Echo","params":{"cmd_id":"e"}}' % raw_id)
     env.send('{"jsonrpc":"2.0","id":%s,"method":"Nope"}' % raw_id)
     ok, failed = env.out[0], env.out[-1]
     assert ok == '{"jsonrpc":"2.0","id":%s,"result":{"cmd_id":"e","event":"Started"}}' % (
-        json.dumps(json.loads(raw_id), ensure_ascii=False))
+        json.dumps(json.loads(raw_id), ensure_ascii=False)
+    )
     assert strict(ok)["id"] == json.loads(raw_id) and strict(failed)["id"] == json.loads(raw_id)
-    assert type(strict(ok)["id"]) is type(json.loads(raw_id))  # noqa: E721
+    assert type(strict(ok)["id"]) is type(json.loads(raw_id))
 
 
 def test_big_integer_id_text(env: Env) -> None:
@@ -463,8 +532,10 @@ def test_started_is_written_before_the_first_notification(env: Env) -> None:
     env.send(req("CallEnd", {"callid": CALLID, "cmd_id": "x"}, request_id=8))
     assert env.take() == [started(8, "x")]
     env.mi.error("dlg_end_dlg", MIError("dlg_end_dlg", 404, "Requested Dialog not found"))
-    assert env.take() == [event("CallEnd", "x", "Error", "404 Requested Dialog not found"),
-                          event("CallEnd", "x", "Ended")]
+    assert env.take() == [
+        event("CallEnd", "x", "Error", "404 Requested Dialog not found"),
+        event("CallEnd", "x", "Ended"),
+    ]
 
 
 def test_call_hold_notifications_on_the_wire(env: Env) -> None:
@@ -509,8 +580,9 @@ def _reach(env: Env, stage: str) -> None:
     env.clock.advance(0)
 
 
-@pytest.mark.parametrize("stage", [
-    "waiting for MI reply", "events before MI reply", "MI OK, no event yet", "one leg done"])
+@pytest.mark.parametrize(
+    "stage", ["waiting for MI reply", "events before MI reply", "MI OK, no event yet", "one leg done"]
+)
 def test_disconnect_mid_hold_releases_everything(env: Env, stage: str) -> None:
     env.send(req("CallHold", {"callid": CALLID, "cmd_id": "h"}))
     _reach(env, stage)
@@ -551,8 +623,10 @@ def test_stop_fails_running_commands_and_refuses_new_ones(env: Env) -> None:
     env.send(req("CallHold", {"callid": CALLID, "cmd_id": "h"}))
     env.take()
     env.runner.stop()
-    assert env.take() == [event("CallHold", "h", "Error", "callapi is shutting down"),
-                          event("CallHold", "h", "Ended")]
+    assert env.take() == [
+        event("CallHold", "h", "Error", "callapi is shutting down"),
+        event("CallHold", "h", "Ended"),
+    ]
     assert env.hub.registrations == 0 and env.clock.getDelayedCalls() == []
     env.send(req("Echo", {}, request_id=9))
     assert env.take() == [err(9, -32003, "callapi is shutting down")]

@@ -17,7 +17,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "scenarios.md"
 
 def test_doc_is_generated_from_the_code() -> None:
     assert DOC.read_text(encoding="utf-8") == render(), (
-        "docs/scenarios.md is stale: python -m callapi.scenarios.docs > docs/scenarios.md")
+        "docs/scenarios.md is stale: python -m callapi.scenarios.docs > docs/scenarios.md"
+    )
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
@@ -47,11 +48,18 @@ class _Owner:
 
 
 def _flow() -> Flow[_Phase]:
-    return Flow("test", _Phase, _Phase.A, _Phase.DONE, [
-        (_Phase.A, "go", _Phase.B, "go"),
-        (_Phase.B, "go", (_Phase.B, _Phase.DONE), "go"),
-        (_Phase.B, "wrong", _Phase.B, "wrong"),
-    ], abort="stop")
+    return Flow(
+        "test",
+        _Phase,
+        _Phase.A,
+        _Phase.DONE,
+        [
+            (_Phase.A, "go", _Phase.B, "go"),
+            (_Phase.B, "go", (_Phase.B, _Phase.DONE), "go"),
+            (_Phase.B, "wrong", _Phase.B, "wrong"),
+        ],
+        abort="stop",
+    )
 
 
 def test_machine_follows_the_table() -> None:
@@ -78,5 +86,10 @@ def test_flow_checks_its_owner() -> None:
     with pytest.raises(TypeError):
         _flow().check(Missing)
     with pytest.raises(ValueError):
-        Flow("dup", _Phase, _Phase.A, _Phase.DONE,
-             [(_Phase.A, "go", _Phase.B, "go"), (_Phase.A, "go", _Phase.B, "go")])
+        Flow(
+            "dup",
+            _Phase,
+            _Phase.A,
+            _Phase.DONE,
+            [(_Phase.A, "go", _Phase.B, "go"), (_Phase.A, "go", _Phase.B, "go")],
+        )

@@ -21,10 +21,8 @@ from callapi.errors import MIError, RPCError
 from callapi.opensips.names import MINames
 from callapi.scenarios import COMMANDS, Settings
 from callapi.scenarios.transfer import CallAttendedTransfer, CallBlindTransfer, TransferCommand
-from callapi.testing.evi import (Dialog, transfer_failed, transfer_notify, transfer_ok,
-                                 transfer_started)
+from callapi.testing.evi import Dialog, transfer_failed, transfer_notify, transfer_ok, transfer_started
 from callapi.testing.scenario import ENDED, ScenarioHarness, Step
-
 
 CINDY = "sip:cindy@127.0.0.1"
 BUSY = "sip:busy@127.0.0.1"
@@ -106,8 +104,9 @@ class UnknownUser:
     NEW_DIALOG = Dialog("c0d.7759ce61", "14345575372151", NEW, "54d25f64cccacae0", None)
     NEW_1_5 = NEW_DIALOG.changed(1, 5)
     FAIL = transfer_failed(OLD, "callee", NEW, NOBODY + ";osid=51e.08f4fb46", "408 Request Timeout")
-    OLD_DIALOG = Dialog("51e.08f4fb46", "15485047361408", OLD, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3",
-                        "edcc1b5f3ecfe708")
+    OLD_DIALOG = Dialog(
+        "51e.08f4fb46", "15485047361408", OLD, "533cb9e91f4b999cf76861cbb9ed54ed-a0b3", "edcc1b5f3ecfe708"
+    )
     OLD_4_5 = OLD_DIALOG.changed(4, 5)
 
 
@@ -137,8 +136,9 @@ class ClickToDial:
     OLD = "d5b79d51-eed7-4fa5-b156-69f92e1f8b43"
     NEW = "3db24369a17bb877"
     START = transfer_started(OLD, NEW, NEW, BOB)
-    OLD_DIALOG = Dialog("ce9.1049d432", "10909809218561", OLD, "533cb9e91f4b999cf76861cbb9ed54ed-4272",
-                        "b53b9c304171ef52")
+    OLD_DIALOG = Dialog(
+        "ce9.1049d432", "10909809218561", OLD, "533cb9e91f4b999cf76861cbb9ed54ed-4272", "b53b9c304171ef52"
+    )
     OLD_4_5 = OLD_DIALOG.changed(4, 5)
     NEW_DIALOG = Dialog("b88.f8b5adb4", "9394366077839", NEW, "80ccbf89a258d684", "56ee25a6cf7815dd")
     NEW_1_2 = NEW_DIALOG.changed(1, 2)
@@ -207,13 +207,12 @@ class AttendedBaresip:
 
     A = "6e1fa865e39c7322"
     B = "2ed43edcfadc636f"
-    OTHER_DIALOG = Dialog("7ba.07a00517", "11782996363888", "3ff1cecdecdb22e2", "aad7952bd6a97a4e",
-                          "6d5bc47a1eb7d9db")
+    OTHER_DIALOG = Dialog(
+        "7ba.07a00517", "11782996363888", "3ff1cecdecdb22e2", "aad7952bd6a97a4e", "6d5bc47a1eb7d9db"
+    )
     OTHER_1_2 = OTHER_DIALOG.changed(1, 2)
     A_DIALOG = Dialog("c7b.4ebf7b31", "12627534674916", A, "e0b52cab53eb09ab", "b44fea5b311cc843")
     A_4_5 = A_DIALOG.changed(4, 5)
-
-
 
 
 def transferring(destination: str) -> tuple[str, Any]:
@@ -258,21 +257,33 @@ class Env(ScenarioHarness[TransferCommand]):
         self.mi.error(which, MIError(which, code, message, data))
 
 
-def make(cls: type[TransferCommand], params: dict[str, Any], settings: Settings | None = None,
-         names: MINames | None = None) -> Env:
+def make(
+    cls: type[TransferCommand],
+    params: dict[str, Any],
+    settings: Settings | None = None,
+    names: MINames | None = None,
+) -> Env:
     return Env.start(cls, params, "t1", settings=settings, names=names)
 
 
-def blind(callid: str, destination: str = CINDY, leg: str = "callee",
-          settings: Settings | None = None, names: MINames | None = None) -> Env:
-    return make(CallBlindTransfer, {"callid": callid, "leg": leg, "destination": destination},
-                settings, names)
+def blind(
+    callid: str,
+    destination: str = CINDY,
+    leg: str = "callee",
+    settings: Settings | None = None,
+    names: MINames | None = None,
+) -> Env:
+    return make(
+        CallBlindTransfer, {"callid": callid, "leg": leg, "destination": destination}, settings, names
+    )
 
 
 def attended(params: dict[str, Any] | None = None, settings: Settings | None = None) -> Env:
-    return make(CallAttendedTransfer, params or {
-        "callidA": Attended.A, "legA": "callee", "callidB": Attended.B, "legB": "callee"},
-        settings)
+    return make(
+        CallAttendedTransfer,
+        params or {"callidA": Attended.A, "legA": "callee", "callidB": Attended.B, "legB": "callee"},
+        settings,
+    )
 
 
 def test_registry() -> None:
@@ -286,8 +297,8 @@ def test_registry() -> None:
 def test_blind_mi_request() -> None:
     env = blind(CalleeSuccess.OLD)
     assert [tuple(r) for r in env.mi.requests] == [
-        ("call_transfer", {"callid": CalleeSuccess.OLD, "leg": "callee", "destination": CINDY},
-         None)]
+        ("call_transfer", {"callid": CalleeSuccess.OLD, "leg": "callee", "destination": CINDY}, None)
+    ]
     assert env.events() == []
     # E_CALL_TRANSFER and E_DLG_STATE_CHANGED of the transferred call
     assert env.hub.registrations == 2
@@ -301,7 +312,8 @@ def test_blind_mi_request() -> None:
 def test_blind_mi_request_leg_caller() -> None:
     env = blind(CallerSuccess.OLD, leg="caller")
     assert env.requests() == [
-        ("call_transfer", {"callid": CallerSuccess.OLD, "leg": "caller", "destination": CINDY})]
+        ("call_transfer", {"callid": CallerSuccess.OLD, "leg": "caller", "destination": CINDY})
+    ]
 
 
 def test_blind_with_40_names() -> None:
@@ -312,7 +324,8 @@ def test_blind_with_40_names() -> None:
     env.mi.reply("dialog:end_dlg", "OK")
     assert env.requests() == [
         ("callops:transfer", {"callid": NotifyDelay.OLD, "leg": "callee", "destination": CINDY}),
-        ("dialog:end_dlg", {"dialog_id": NotifyDelay.OLD})]
+        ("dialog:end_dlg", {"dialog_id": NotifyDelay.OLD}),
+    ]
     assert env.events()[-2:] == [successful(NotifyDelay.NEW, CINDY), ENDED]
     env.assert_ended_clean()
 
@@ -329,11 +342,11 @@ def test_blind_callee_success_trace_order() -> None:
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY)]
     assert env.requests() == [
         ("call_transfer", {"callid": t.OLD, "leg": "callee", "destination": CINDY}),
-        ("dlg_end_dlg", {"dialog_id": t.OLD})]
+        ("dlg_end_dlg", {"dialog_id": t.OLD}),
+    ]
     env.play(t.OLD_4_5, t.NEW_3_4)
     env.mi_error("dlg_end_dlg", 404, "Requested Dialog not found")
-    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
-                            ENDED]
+    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY), ENDED]
     env.assert_ended_clean()
     env.play(t.NEW_4_5)
     assert env.events()[-1] == ENDED and len(env.events()) == 4
@@ -348,9 +361,12 @@ def test_blind_ignores_another_transfers_events_after_start() -> None:
     t = CalleeSuccess
     other = "OZwl1T07yZ"
     env = blind(t.OLD)
-    env.play(ACCEPTED, t.START,
-             transfer_ok(t.OLD, "callee", other, "sip:erin@127.0.0.1", "200 Ok"),
-             transfer_notify(t.OLD, "", other, "200 Ok"))
+    env.play(
+        ACCEPTED,
+        t.START,
+        transfer_ok(t.OLD, "callee", other, "sip:erin@127.0.0.1", "200 Ok"),
+        transfer_notify(t.OLD, "", other, "200 Ok"),
+    )
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY)]
     env.play(t.OK)
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY)]
@@ -383,8 +399,7 @@ def test_blind_start_before_accepted_is_held_back() -> None:
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": t.OLD})
     env.mi.reply("dlg_end_dlg", "OK")
     env.play(t.OLD_4_5, t.NEW_4_5)
-    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
-                            ENDED]
+    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY), ENDED]
     assert env.mi.methods() == ["call_transfer", "dlg_end_dlg"]
     env.assert_ended_clean()
 
@@ -398,8 +413,12 @@ def test_blind_start_and_fail_before_accepted() -> None:
     env.play(t.START, t.NEW_1_5, t.FAIL)
     assert env.events() == []
     env.play(ACCEPTED)
-    assert env.events() == [transferring(NOBODY), started(t.NEW, NOBODY),
-                            error("transfer failed with status 408 Request Timeout"), ENDED]
+    assert env.events() == [
+        transferring(NOBODY),
+        started(t.NEW, NOBODY),
+        error("transfer failed with status 408 Request Timeout"),
+        ENDED,
+    ]
     env.play(t.OLD_4_5)
     assert env.mi.methods() == ["call_transfer"]
     assert len(env.events()) == 4
@@ -422,9 +441,13 @@ def test_blind_notify_is_pending_with_extra() -> None:
     t = RejectedNotify
     env = blind(t.OLD, destination=BUSY)
     env.play(ACCEPTED, t.START, t.NEW_1_2, t.NOTIFY_100, t.NEW_2_5, t.FAIL, t.NOTIFY_486)
-    assert env.events() == [transferring(BUSY), started(t.NEW, BUSY),
-                            pending(t.NEW, BUSY, "100 Trying"),
-                            error("transfer failed with status 486 Busy Here"), ENDED]
+    assert env.events() == [
+        transferring(BUSY),
+        started(t.NEW, BUSY),
+        pending(t.NEW, BUSY, "100 Trying"),
+        error("transfer failed with status 486 Busy Here"),
+        ENDED,
+    ]
     assert env.mi.methods() == ["call_transfer"]
     env.assert_ended_clean()
 
@@ -434,9 +457,13 @@ def test_blind_notify_before_start() -> None:
     t = RejectedNotify
     env = blind(t.OLD, destination=BUSY)
     env.play(ACCEPTED, t.NOTIFY_100, t.START, t.FAIL)
-    assert env.events() == [transferring(BUSY), started(t.NEW, BUSY),
-                            pending(t.NEW, BUSY, "100 Trying"),
-                            error("transfer failed with status 486 Busy Here"), ENDED]
+    assert env.events() == [
+        transferring(BUSY),
+        started(t.NEW, BUSY),
+        pending(t.NEW, BUSY, "100 Trying"),
+        error("transfer failed with status 486 Busy Here"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -445,9 +472,14 @@ def test_blind_several_notifies() -> None:
     env = blind(t.OLD)
     env.play(ACCEPTED, t.START, t.NOTIFY_100, t.NOTIFY_200, t.OK)
     env.mi.reply("dlg_end_dlg", "OK")
-    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY),
-                            pending(t.NEW, CINDY, "100 Trying"), pending(t.NEW, CINDY, "200 OK"),
-                            successful(t.NEW, CINDY), ENDED]
+    assert env.events() == [
+        transferring(CINDY),
+        started(t.NEW, CINDY),
+        pending(t.NEW, CINDY, "100 Trying"),
+        pending(t.NEW, CINDY, "200 OK"),
+        successful(t.NEW, CINDY),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -456,8 +488,12 @@ def test_blind_failure_trace_order() -> None:
     t = BlindFailure
     env = blind(t.OLD, destination=BUSY)
     env.play(ACCEPTED, t.START, t.NEW_1_2, t.OLD_4_5, t.NEW_2_5, t.FAIL)
-    assert env.events() == [transferring(BUSY), started(t.NEW, BUSY),
-                            error("transfer failed with status 486 Busy Here"), ENDED]
+    assert env.events() == [
+        transferring(BUSY),
+        started(t.NEW, BUSY),
+        error("transfer failed with status 486 Busy Here"),
+        ENDED,
+    ]
     assert env.mi.methods() == ["call_transfer"]
     env.assert_ended_clean()
 
@@ -497,8 +533,7 @@ def test_blind_dlg_end_dlg_other_error_is_not_an_error() -> None:
     env = blind(t.OLD)
     env.play(ACCEPTED, t.START, t.OK)
     env.mi.time_out("dlg_end_dlg")
-    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
-                            ENDED]
+    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY), ENDED]
     env.assert_ended_clean()
 
 
@@ -525,8 +560,12 @@ def test_blind_destination_reported_without_osid(step: str) -> None:
         env.play(ACCEPTED, ("E_CALL_TRANSFER", {**fail, "state": "start", "status": ""}), t.FAIL)
     else:
         env.play(ACCEPTED, t.FAIL)
-    assert env.events() == [transferring(NOBODY), started(t.NEW, NOBODY),
-                            error("transfer failed with status 408 Request Timeout"), ENDED]
+    assert env.events() == [
+        transferring(NOBODY),
+        started(t.NEW, NOBODY),
+        error("transfer failed with status 408 Request Timeout"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -535,8 +574,7 @@ def test_blind_ok_without_start() -> None:
     env = blind(t.OLD)
     env.play(ACCEPTED, t.OK, t.START)
     env.mi.reply("dlg_end_dlg", "OK")
-    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
-                            ENDED]
+    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY), ENDED]
     env.assert_ended_clean()
 
 
@@ -558,8 +596,7 @@ def test_blind_code_result_below_300_is_accepted() -> None:
     env.mi.reply("call_transfer", {"Code": 202, "Reason": "Accepted"})
     env.play(t.START, t.OK)
     env.mi.reply("dlg_end_dlg", "OK")
-    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
-                            ENDED]
+    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY), ENDED]
     env.assert_ended_clean()
 
 
@@ -572,15 +609,22 @@ def test_blind_held_back_events_dropped_on_rejection() -> None:
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("callid, code, message, data, text", [
-    # d_blind_transfer_errors
-    ("no-such-call@x", 404, "Dialog not found", None, "404 Dialog not found"),
-    ("87637015d69e7f00", 491, "Request Pending", None, "491 Request Pending"),
-    ("87637015d69e7f00", -32602, "Invalid params", "Too few or too many parameters",
-     "-32602 Invalid params (Too few or too many parameters)"),
-])
-def test_blind_mi_error(callid: str, code: int, message: str, data: str | None,
-                        text: str) -> None:
+@pytest.mark.parametrize(
+    "callid, code, message, data, text",
+    [
+        # d_blind_transfer_errors
+        ("no-such-call@x", 404, "Dialog not found", None, "404 Dialog not found"),
+        ("87637015d69e7f00", 491, "Request Pending", None, "491 Request Pending"),
+        (
+            "87637015d69e7f00",
+            -32602,
+            "Invalid params",
+            "Too few or too many parameters",
+            "-32602 Invalid params (Too few or too many parameters)",
+        ),
+    ],
+)
+def test_blind_mi_error(callid: str, code: int, message: str, data: str | None, text: str) -> None:
     env = blind(callid)
     env.mi_error("call_transfer", code, message, data)
     assert env.events() == [error(text), ENDED]
@@ -611,8 +655,7 @@ def test_blind_mi_timeout() -> None:
 # -- CallBlindTransfer: timeouts ------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings, seconds", [
-    (None, 15.0), (Settings(transfer_start_timeout=0.3), 0.3)])
+@pytest.mark.parametrize("settings, seconds", [(None, 15.0), (Settings(transfer_start_timeout=0.3), 0.3)])
 def test_blind_no_event_at_all(settings: Settings | None, seconds: float) -> None:
     # d_blind_transfer_refer_rejected: "Accepted" and nothing else
     env = blind(ReferRejected.OLD, settings=settings)
@@ -622,9 +665,12 @@ def test_blind_no_event_at_all(settings: Settings | None, seconds: float) -> Non
     env.clock.advance(seconds * 0.001)
     assert env.events() == [
         transferring(CINDY),
-        error(f"timed out after {seconds:g} s waiting for E_CALL_TRANSFER start: the REFER may "
-              "have been rejected or the transferee never sent its INVITE"),
-        ENDED]
+        error(
+            f"timed out after {seconds:g} s waiting for E_CALL_TRANSFER start: the REFER may "
+            "have been rejected or the transferee never sent its INVITE"
+        ),
+        ENDED,
+    ]
     # the call is left as it is
     assert env.mi.methods() == ["call_transfer"]
     env.assert_ended_clean()
@@ -649,8 +695,7 @@ def test_blind_start_cancels_the_no_event_timeout() -> None:
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("settings, seconds", [
-    (None, 130.0), (Settings(transfer_timeout=20.0), 20.0)])
+@pytest.mark.parametrize("settings, seconds", [(None, 130.0), (Settings(transfer_timeout=20.0), 20.0)])
 def test_blind_start_but_no_outcome(settings: Settings | None, seconds: float) -> None:
     t = CalleeSuccess
     env = blind(t.OLD, settings=settings)
@@ -661,10 +706,14 @@ def test_blind_start_but_no_outcome(settings: Settings | None, seconds: float) -
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY)]
     env.clock.advance(0.01)
     assert env.events() == [
-        transferring(CINDY), started(t.NEW, CINDY),
-        error(f"timed out after {seconds:g} s waiting for the outcome of the transfer to "
-              f"{CINDY} (new call {t.NEW})"),
-        ENDED]
+        transferring(CINDY),
+        started(t.NEW, CINDY),
+        error(
+            f"timed out after {seconds:g} s waiting for the outcome of the transfer to "
+            f"{CINDY} (new call {t.NEW})"
+        ),
+        ENDED,
+    ]
     assert env.mi.methods() == ["call_transfer"]
     env.assert_ended_clean()
 
@@ -677,9 +726,9 @@ def test_blind_notify_does_not_extend_the_outcome_timeout() -> None:
     env.play(t.NOTIFY_100)
     env.clock.advance(1)
     assert env.events()[-2:] == [
-        error(f"timed out after 10 s waiting for the outcome of the transfer to {CINDY} "
-              f"(new call {t.NEW})"),
-        ENDED]
+        error(f"timed out after 10 s waiting for the outcome of the transfer to {CINDY} (new call {t.NEW})"),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -696,9 +745,12 @@ def test_blind_old_call_gone_and_no_start(grace: float) -> None:
     env.clock.advance(grace * 0.01)
     assert env.events() == [
         transferring(CINDY),
-        error(f"timed out after {grace:g} s waiting for E_CALL_TRANSFER start after the call "
-              f"{t.OLD} ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"),
-        ENDED]
+        error(
+            f"timed out after {grace:g} s waiting for E_CALL_TRANSFER start after the call "
+            f"{t.OLD} ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"
+        ),
+        ENDED,
+    ]
     assert env.mi.methods() == ["call_transfer"]
     env.assert_ended_clean()
 
@@ -746,24 +798,29 @@ def test_blind_events_for_other_calls_are_ignored() -> None:
     assert env.events() == [transferring(CINDY)]
     env.play(t.START, t.OK)
     env.mi.reply("dlg_end_dlg", "OK")
-    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY),
-                            ENDED]
+    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY), ENDED]
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("junk", [
-    {"state": "failure"},  # the Go Call API's spelling, never sent
-    {"state": "accepted"},
-    {"state": None},
-    {"transfer_callid": None},
-    {"transfer_callid": 12345},
-])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"state": "failure"},  # the Go Call API's spelling, never sent
+        {"state": "accepted"},
+        {"state": None},
+        {"transfer_callid": None},
+        {"transfer_callid": 12345},
+    ],
+)
 def test_blind_junk_events_are_ignored(junk: dict[str, Any]) -> None:
     t = CalleeSuccess
     env = blind(t.OLD)
     _, fail = BlindFailure.FAIL
-    env.play(("E_CALL_TRANSFER", {**fail, "callid": t.OLD, **junk}), ACCEPTED,
-             ("E_CALL_TRANSFER", {**fail, "callid": t.OLD, **junk}))
+    env.play(
+        ("E_CALL_TRANSFER", {**fail, "callid": t.OLD, **junk}),
+        ACCEPTED,
+        ("E_CALL_TRANSFER", {**fail, "callid": t.OLD, **junk}),
+    )
     assert env.events() == [transferring(CINDY)]
     env.play(t.START, t.OK)
     env.mi.reply("dlg_end_dlg", "OK")
@@ -777,8 +834,15 @@ def test_blind_nothing_after_ended() -> None:
     env.play(t.START, ACCEPTED, t.OK)
     env.mi.reply("dlg_end_dlg", "OK")
     done = list(env.events())
-    env.play(t.NOTIFY_100, t.NOTIFY_200, t.OLD_4_5, t.NEW_4_5, t.START, t.OK,
-             transfer_failed(t.OLD, "callee", t.NEW, CINDY, "486 Busy Here"))
+    env.play(
+        t.NOTIFY_100,
+        t.NOTIFY_200,
+        t.OLD_4_5,
+        t.NEW_4_5,
+        t.START,
+        t.OK,
+        transfer_failed(t.OLD, "callee", t.NEW, CINDY, "486 Busy Here"),
+    )
     env.clock.advance(10000)
     env.command.fail("late failure")
     env.command.end()
@@ -820,20 +884,31 @@ def test_blind_finished_fires_once() -> None:
     assert fired == [env.command]
 
 
-@pytest.mark.parametrize("params, data", [
-    ({"leg": "callee", "destination": CINDY}, "missing parameter callid"),
-    ({"callid": "x", "destination": CINDY}, "missing parameter leg"),
-    ({"callid": "x", "leg": "callee"}, "missing parameter destination"),
-    ({"callid": "x", "leg": "both", "destination": CINDY}, 'leg must be "caller" or "callee"'),
-    ({"callid": "x", "leg": "callee", "destination": "cindy"},
-     "destination is not a valid SIP URI (e.g. sip:alice@example.com)"),
-    ({"callid": "x", "leg": "callee", "destination": CINDY + "?Replaces=abc"},
-     "destination is not a valid SIP URI (e.g. sip:alice@example.com)"),
-    ({"callid": "a b", "leg": "callee", "destination": CINDY},
-     "callid is not a valid SIP Call-ID (RFC 3261 word[@word])"),
-    ({"callid": "x", "leg": "callee", "destination": CINDY, "transfer_callid": "y"},
-     "unknown parameter transfer_callid"),
-])
+@pytest.mark.parametrize(
+    "params, data",
+    [
+        ({"leg": "callee", "destination": CINDY}, "missing parameter callid"),
+        ({"callid": "x", "destination": CINDY}, "missing parameter leg"),
+        ({"callid": "x", "leg": "callee"}, "missing parameter destination"),
+        ({"callid": "x", "leg": "both", "destination": CINDY}, 'leg must be "caller" or "callee"'),
+        (
+            {"callid": "x", "leg": "callee", "destination": "cindy"},
+            "destination is not a valid SIP URI (e.g. sip:alice@example.com)",
+        ),
+        (
+            {"callid": "x", "leg": "callee", "destination": CINDY + "?Replaces=abc"},
+            "destination is not a valid SIP URI (e.g. sip:alice@example.com)",
+        ),
+        (
+            {"callid": "a b", "leg": "callee", "destination": CINDY},
+            "callid is not a valid SIP Call-ID (RFC 3261 word[@word])",
+        ),
+        (
+            {"callid": "x", "leg": "callee", "destination": CINDY, "transfer_callid": "y"},
+            "unknown parameter transfer_callid",
+        ),
+    ],
+)
 def test_blind_check(params: dict[str, Any], data: str) -> None:
     with pytest.raises(RPCError) as caught:
         CallBlindTransfer.check(params)
@@ -847,18 +922,38 @@ def test_attended_mi_request() -> None:
     # e_attended_transfer
     env = attended()
     assert [tuple(r) for r in env.mi.requests] == [
-        ("call_transfer", {"callid": Attended.A, "leg": "callee",
-                           "transfer_callid": Attended.B, "transfer_leg": "callee"}, None)]
+        (
+            "call_transfer",
+            {"callid": Attended.A, "leg": "callee", "transfer_callid": Attended.B, "transfer_leg": "callee"},
+            None,
+        )
+    ]
     # E_CALL_TRANSFER for A and B, E_DLG_STATE_CHANGED for A
     assert env.hub.registrations == 3
 
 
 def test_attended_mi_request_with_destination() -> None:
-    env = attended({"callidA": Attended.A, "legA": "caller", "callidB": Attended.B,
-                    "legB": "caller", "destination": ERIN})
+    env = attended(
+        {
+            "callidA": Attended.A,
+            "legA": "caller",
+            "callidB": Attended.B,
+            "legB": "caller",
+            "destination": ERIN,
+        }
+    )
     assert env.requests() == [
-        ("call_transfer", {"callid": Attended.A, "leg": "caller", "transfer_callid": Attended.B,
-                           "transfer_leg": "caller", "destination": ERIN})]
+        (
+            "call_transfer",
+            {
+                "callid": Attended.A,
+                "leg": "caller",
+                "transfer_callid": Attended.B,
+                "transfer_leg": "caller",
+                "destination": ERIN,
+            },
+        )
+    ]
 
 
 def test_attended_trace_order() -> None:
@@ -866,18 +961,38 @@ def test_attended_trace_order() -> None:
     # each reported once, then call A ended through the proxy
     t = Attended
     env = attended()
-    env.play(ACCEPTED, t.START_A, t.START_B, t.NEW_1_2, t.B_4_5, t.NOTIFY_100, t.NEW_2_3,
-             t.OK_B, t.OK_A, t.NOTIFY_200, t.NEW_3_4)
-    assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
-                            pending(t.NEW, ERIN, "100 Trying"), successful(t.NEW, ERIN)]
+    env.play(
+        ACCEPTED,
+        t.START_A,
+        t.START_B,
+        t.NEW_1_2,
+        t.B_4_5,
+        t.NOTIFY_100,
+        t.NEW_2_3,
+        t.OK_B,
+        t.OK_A,
+        t.NOTIFY_200,
+        t.NEW_3_4,
+    )
+    assert env.events() == [
+        ("Transferring", None),
+        started(t.NEW, ERIN),
+        pending(t.NEW, ERIN, "100 Trying"),
+        successful(t.NEW, ERIN),
+    ]
     assert env.requests() == [
-        ("call_transfer", {"callid": t.A, "leg": "callee", "transfer_callid": t.B,
-                           "transfer_leg": "callee"}),
-        ("dlg_end_dlg", {"dialog_id": t.A})]
+        ("call_transfer", {"callid": t.A, "leg": "callee", "transfer_callid": t.B, "transfer_leg": "callee"}),
+        ("dlg_end_dlg", {"dialog_id": t.A}),
+    ]
     env.mi.reply("dlg_end_dlg", "OK")
     env.play(t.A_4_5)
-    assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
-                            pending(t.NEW, ERIN, "100 Trying"), successful(t.NEW, ERIN), ENDED]
+    assert env.events() == [
+        ("Transferring", None),
+        started(t.NEW, ERIN),
+        pending(t.NEW, ERIN, "100 Trying"),
+        successful(t.NEW, ERIN),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -888,8 +1003,13 @@ def test_attended_doubled_events_before_accepted() -> None:
     assert env.events() == []
     env.play(ACCEPTED)
     env.mi.reply("dlg_end_dlg", "OK")
-    assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
-                            pending(t.NEW, ERIN, "100 Trying"), successful(t.NEW, ERIN), ENDED]
+    assert env.events() == [
+        ("Transferring", None),
+        started(t.NEW, ERIN),
+        pending(t.NEW, ERIN, "100 Trying"),
+        successful(t.NEW, ERIN),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -897,8 +1017,7 @@ def test_attended_call_a_gone_before_ok() -> None:
     t = Attended
     env = attended()
     env.play(ACCEPTED, t.START_A, t.START_B, t.A_4_5, t.OK_A, t.OK_B)
-    assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
-                            successful(t.NEW, ERIN), ENDED]
+    assert env.events() == [("Transferring", None), started(t.NEW, ERIN), successful(t.NEW, ERIN), ENDED]
     assert env.mi.methods() == ["call_transfer"]
     env.assert_ended_clean()
 
@@ -913,43 +1032,61 @@ def test_attended_call_b_ending_is_not_watched() -> None:
 
 def test_attended_destination_given_is_the_fallback() -> None:
     t = Attended
-    env = attended({"callidA": t.A, "legA": "callee", "callidB": t.B, "legB": "callee",
-                    "destination": ERIN})
+    env = attended({"callidA": t.A, "legA": "callee", "callidB": t.B, "legB": "callee", "destination": ERIN})
     env.play(ACCEPTED, t.NOTIFY_100, t.OK_A)  # notify first: destination ""
     env.mi.reply("dlg_end_dlg", "OK")
-    assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
-                            pending(t.NEW, ERIN, "100 Trying"), successful(t.NEW, ERIN), ENDED]
+    assert env.events() == [
+        ("Transferring", None),
+        started(t.NEW, ERIN),
+        pending(t.NEW, ERIN, "100 Trying"),
+        successful(t.NEW, ERIN),
+        ENDED,
+    ]
 
 
 def test_attended_no_destination_known() -> None:
     t = Attended
     env = attended()
     env.play(ACCEPTED, t.NOTIFY_100)
-    assert env.events() == [("Transferring", None), started(t.NEW, ""),
-                            pending(t.NEW, "", "100 Trying")]
+    assert env.events() == [("Transferring", None), started(t.NEW, ""), pending(t.NEW, "", "100 Trying")]
 
 
 def test_attended_fail_doubled() -> None:
     t = Attended
     env = attended()
-    env.play(ACCEPTED, t.START_A, t.START_B,
-             transfer_failed(t.B, "callee", t.NEW, ERIN, "486 Busy Here"),
-             transfer_failed(t.A, "callee", t.NEW, ERIN, "486 Busy Here"),
-             transfer_notify(t.A, "", t.NEW, "486 Busy Here"))
-    assert env.events() == [("Transferring", None), started(t.NEW, ERIN),
-                            error("transfer failed with status 486 Busy Here"), ENDED]
+    env.play(
+        ACCEPTED,
+        t.START_A,
+        t.START_B,
+        transfer_failed(t.B, "callee", t.NEW, ERIN, "486 Busy Here"),
+        transfer_failed(t.A, "callee", t.NEW, ERIN, "486 Busy Here"),
+        transfer_notify(t.A, "", t.NEW, "486 Busy Here"),
+    )
+    assert env.events() == [
+        ("Transferring", None),
+        started(t.NEW, ERIN),
+        error("transfer failed with status 486 Busy Here"),
+        ENDED,
+    ]
     assert env.mi.methods() == ["call_transfer"]
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("code, message, data, text", [
-    # e_attended_transfer_errors
-    (404, "Transfer dialog not found", None, "404 Transfer dialog not found"),
-    (404, "Dialog not found", None, "404 Dialog not found"),
-    (-32000, "Server error", "Failed to handle parameter",
-     "-32000 Server error (Failed to handle parameter)"),
-    (491, "Request Pending", None, "491 Request Pending"),
-])
+@pytest.mark.parametrize(
+    "code, message, data, text",
+    [
+        # e_attended_transfer_errors
+        (404, "Transfer dialog not found", None, "404 Transfer dialog not found"),
+        (404, "Dialog not found", None, "404 Dialog not found"),
+        (
+            -32000,
+            "Server error",
+            "Failed to handle parameter",
+            "-32000 Server error (Failed to handle parameter)",
+        ),
+        (491, "Request Pending", None, "491 Request Pending"),
+    ],
+)
 def test_attended_mi_error(code: int, message: str, data: str | None, text: str) -> None:
     env = attended()
     env.mi_error("call_transfer", code, message, data)
@@ -965,9 +1102,12 @@ def test_attended_baresip_no_event_call_a_gone() -> None:
     env.clock.advance(2)
     assert env.events() == [
         ("Transferring", None),
-        error(f"timed out after 2 s waiting for E_CALL_TRANSFER start after the call {t.A} "
-              "ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"),
-        ENDED]
+        error(
+            f"timed out after 2 s waiting for E_CALL_TRANSFER start after the call {t.A} "
+            "ended (if the transferee hung up itself, OpenSIPS may not have linked its new call)"
+        ),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -978,9 +1118,12 @@ def test_attended_no_event_at_all() -> None:
     env.clock.advance(15)
     assert env.events() == [
         ("Transferring", None),
-        error("timed out after 15 s waiting for E_CALL_TRANSFER start: the REFER may have been "
-              "rejected or the transferee never sent its INVITE"),
-        ENDED]
+        error(
+            "timed out after 15 s waiting for E_CALL_TRANSFER start: the REFER may have been "
+            "rejected or the transferee never sent its INVITE"
+        ),
+        ENDED,
+    ]
     env.assert_ended_clean()
 
 
@@ -991,17 +1134,28 @@ def test_attended_refer_rejected_code_result() -> None:
     env.assert_ended_clean()
 
 
-@pytest.mark.parametrize("params, data", [
-    ({"callidA": "a", "legA": "callee", "callidB": "a", "legB": "callee"},
-     "callidA and callidB must be different calls"),
-    ({"callidA": "a", "legA": "callee", "callidB": "b"}, "missing parameter legB"),
-    ({"callidA": "a", "legA": "both", "callidB": "b", "legB": "callee"},
-     'legA must be "caller" or "callee"'),
-    ({"callidA": "a", "legA": "callee", "callidB": "b", "legB": "callee", "destination": "x"},
-     "destination is not a valid SIP URI (e.g. sip:alice@example.com)"),
-    ({"callidA": "a", "legA": "callee", "callidB": "b", "legB": "callee", "leg": "callee"},
-     "unknown parameter leg"),
-])
+@pytest.mark.parametrize(
+    "params, data",
+    [
+        (
+            {"callidA": "a", "legA": "callee", "callidB": "a", "legB": "callee"},
+            "callidA and callidB must be different calls",
+        ),
+        ({"callidA": "a", "legA": "callee", "callidB": "b"}, "missing parameter legB"),
+        (
+            {"callidA": "a", "legA": "both", "callidB": "b", "legB": "callee"},
+            'legA must be "caller" or "callee"',
+        ),
+        (
+            {"callidA": "a", "legA": "callee", "callidB": "b", "legB": "callee", "destination": "x"},
+            "destination is not a valid SIP URI (e.g. sip:alice@example.com)",
+        ),
+        (
+            {"callidA": "a", "legA": "callee", "callidB": "b", "legB": "callee", "leg": "callee"},
+            "unknown parameter leg",
+        ),
+    ],
+)
 def test_attended_check(params: dict[str, Any], data: str) -> None:
     with pytest.raises(RPCError) as caught:
         CallAttendedTransfer.check(params)
@@ -1010,7 +1164,8 @@ def test_attended_check(params: dict[str, Any], data: str) -> None:
 
 def test_attended_check_destination_optional() -> None:
     assert CallAttendedTransfer.check(
-        {"callidA": "a", "legA": "callee", "callidB": "b", "legB": "caller"}) == {
-        "callidA": "a", "legA": "callee", "callidB": "b", "legB": "caller"}
+        {"callidA": "a", "legA": "callee", "callidB": "b", "legB": "caller"}
+    ) == {"callidA": "a", "legA": "callee", "callidB": "b", "legB": "caller"}
     assert "destination" not in CallAttendedTransfer.check(
-        {"callidA": "a", "legA": "callee", "callidB": "b", "legB": "caller", "destination": None})
+        {"callidA": "a", "legA": "callee", "callidB": "b", "legB": "caller", "destination": None}
+    )

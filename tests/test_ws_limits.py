@@ -15,9 +15,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from callapi import jsonrpc
+from callapi.testing.daemon import DaemonHarness, start_daemon, until
 from callapi.testing.wsclient import ClientFactory, JSONRPCClientProtocol
 from callapi.ws import CallApiProtocol, origin_allowed
-from callapi.testing.daemon import DaemonHarness, start_daemon, until
 
 
 @pytest_twisted.ensureDeferred
@@ -46,11 +46,19 @@ async def test_deep_nesting_and_huge_batches_are_refused(daemon: DaemonHarness) 
     client.send_json(batch)
     await until(daemon.reactor, lambda: len(client.received) == 2)
     assert client.received[0]["error"] == {
-        "code": -32700, "message": "Parse error",
-        "data": f"nested deeper than {jsonrpc.MAX_DEPTH} levels"}
-    assert client.received[1] == {"jsonrpc": "2.0", "id": None, "error": {
-        "code": -32600, "message": "Invalid Request",
-        "data": f"batch of {jsonrpc.MAX_BATCH + 1} requests; at most {jsonrpc.MAX_BATCH}"}}
+        "code": -32700,
+        "message": "Parse error",
+        "data": f"nested deeper than {jsonrpc.MAX_DEPTH} levels",
+    }
+    assert client.received[1] == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {
+            "code": -32600,
+            "message": "Invalid Request",
+            "data": f"batch of {jsonrpc.MAX_BATCH + 1} requests; at most {jsonrpc.MAX_BATCH}",
+        },
+    }
     assert daemon.runner.running == {}
     client.sendClose()
 
@@ -72,20 +80,23 @@ async def test_cross_site_origin_refused_local_allowed(daemon: DaemonHarness) ->
     local.sendClose()
 
 
-@pytest.mark.parametrize("origin, host, allowed, expected", [
-    ("http://localhost:3000", "10.0.0.5", (), True),
-    ("http://127.0.0.1", "10.0.0.5", (), True),
-    # a host *name* equal to the page's could be DNS rebinding: refused
-    ("https://callapi.example.com", "callapi.example.com", (), False),
-    ("http://rebind.attacker.example:5059", "rebind.attacker.example", (), False),
-    ("http://10.0.0.5:8080", "10.0.0.5", (), True),
-    ("https://evil.example", "callapi.example.com", (), False),
-    ("https://app.example.com", "10.0.0.5", ("https://app.example.com",), True),
-    ("https://APP.example.com/", "10.0.0.5", ("https://app.example.com",), True),
-    ("https://other.example.com", "10.0.0.5", ("https://app.example.com",), False),
-    ("null", "10.0.0.5", (), False),
-    ("https://evil.example", "10.0.0.5", ("*",), True),
-])
+@pytest.mark.parametrize(
+    "origin, host, allowed, expected",
+    [
+        ("http://localhost:3000", "10.0.0.5", (), True),
+        ("http://127.0.0.1", "10.0.0.5", (), True),
+        # a host *name* equal to the page's could be DNS rebinding: refused
+        ("https://callapi.example.com", "callapi.example.com", (), False),
+        ("http://rebind.attacker.example:5059", "rebind.attacker.example", (), False),
+        ("http://10.0.0.5:8080", "10.0.0.5", (), True),
+        ("https://evil.example", "callapi.example.com", (), False),
+        ("https://app.example.com", "10.0.0.5", ("https://app.example.com",), True),
+        ("https://APP.example.com/", "10.0.0.5", ("https://app.example.com",), True),
+        ("https://other.example.com", "10.0.0.5", ("https://app.example.com",), False),
+        ("null", "10.0.0.5", (), False),
+        ("https://evil.example", "10.0.0.5", ("*",), True),
+    ],
+)
 def test_origin_policy(origin: str, host: str, allowed: tuple[str, ...], expected: bool) -> None:
     assert origin_allowed(origin, host, allowed) is expected
 

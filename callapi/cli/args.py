@@ -56,9 +56,7 @@ def parse_pair(arg: str) -> tuple[str, Any]:
     """
     eq = arg.find("=")
     if eq < 0:
-        raise UsageError(
-            f"bad parameter {arg!r}: expected key=value or key:=JSON"
-        )
+        raise UsageError(f"bad parameter {arg!r}: expected key=value or key:=JSON")
     typed = eq > 0 and arg[eq - 1] == ":"
     key = arg[: eq - 1] if typed else arg[:eq]
     raw = arg[eq + 1 :]
@@ -120,10 +118,13 @@ def printer(stream: TextIO) -> Callable[[str], None]:
     return write
 
 
-def run_program(prog: str, argv: Sequence[str] | None,
-                parse_args: Callable[[Sequence[str]], Any],
-                run: Callable[[Any, Any], Awaitable[int]],
-                prepare: Callable[[Any], None] | None = None) -> NoReturn:
+def run_program(
+    prog: str,
+    argv: Sequence[str] | None,
+    parse_args: Callable[[Sequence[str]], Any],
+    run: Callable[[Any, Any], Awaitable[int]],
+    prepare: Callable[[Any], None] | None = None,
+) -> NoReturn:
     """
     The body of a console entry point: parse the arguments, run the
     program's coroutine under L{twisted.internet.task.react}, exit with its

@@ -68,8 +68,20 @@ from callapi.cli.args import (
 )
 from callapi.cli.session import CommandSession
 
-__all__ = ["EXIT_COMMAND_FAILED", "EXIT_ERROR", "EXIT_OK", "PROG", "ClientOptions", "CommandSession",
-           "UsageError", "main", "parse_args", "parse_pair", "parse_params", "run"]
+__all__ = [
+    "EXIT_COMMAND_FAILED",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "PROG",
+    "ClientOptions",
+    "CommandSession",
+    "UsageError",
+    "main",
+    "parse_args",
+    "parse_pair",
+    "parse_params",
+    "run",
+]
 
 PROG = "callapi-client"
 DEFAULT_URL = "ws://127.0.0.1:5059/call-api"
@@ -80,7 +92,6 @@ DEFAULT_TIMEOUT = 300.0
 # handshake run before aborting the TCP connection.  Autobahn's own close
 # timeouts (1 s + 1 s) normally end it first; this is the backstop.
 _LINGER_SECONDS = 3.0
-
 
 
 @dataclass(frozen=True)
@@ -128,10 +139,16 @@ def _make_parser() -> ArgumentParser:
         metavar="SECONDS",
         help=f"give up (exit 2) when Ended has not arrived after this many seconds (default {DEFAULT_TIMEOUT:g})",
     )
-    parser.add_argument("--cmd-id", metavar="ID", help="cmd_id to give the command (default: the server picks one)")
+    parser.add_argument(
+        "--cmd-id", metavar="ID", help="cmd_id to give the command (default: the server picks one)"
+    )
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--quiet", "-q", action="store_true", help="print nothing on stdout; errors still go to stderr")
-    output.add_argument("--json", dest="json_output", action="store_true", help="print the raw JSON messages, one per line")
+    output.add_argument(
+        "--quiet", "-q", action="store_true", help="print nothing on stdout; errors still go to stderr"
+    )
+    output.add_argument(
+        "--json", dest="json_output", action="store_true", help="print the raw JSON messages, one per line"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("method", metavar="METHOD", help="JSON-RPC method, e.g. Echo, CallStart, CallEnd")
     parser.add_argument("pairs", metavar="PARAM", nargs="*", help="key=value (string) or key:=JSON (typed)")

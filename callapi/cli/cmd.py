@@ -75,8 +75,15 @@ DEFAULT_MI = DEFAULTS.mi
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_MI_TIMEOUT = DEFAULTS.mi_timeout
 
-__all__ = ["CmdOptions", "EXIT_OK", "EXIT_COMMAND_FAILED", "EXIT_ERROR", "main",
-           "parse_args", "run"]
+__all__ = [
+    "EXIT_COMMAND_FAILED",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "CmdOptions",
+    "main",
+    "parse_args",
+    "run",
+]
 
 
 @dataclass(frozen=True)
@@ -114,8 +121,13 @@ class CmdOptions:
         and C{sip_uri} from the command line, every other value the
         daemon's default (L{callapi.settings.DEFAULTS}).
         """
-        return attrs.evolve(DEFAULTS, mi=self.mi, events=self.events, mi_timeout=self.mi_timeout,
-                            commands=attrs.evolve(DEFAULTS.commands, next_hop=self.sip_uri))
+        return attrs.evolve(
+            DEFAULTS,
+            mi=self.mi,
+            events=self.events,
+            mi_timeout=self.mi_timeout,
+            commands=attrs.evolve(DEFAULTS.commands, next_hop=self.sip_uri),
+        )
 
 
 def _make_parser() -> ArgumentParser:
@@ -135,28 +147,50 @@ def _make_parser() -> ArgumentParser:
             "timeout or interruption."
         ),
     )
-    parser.add_argument("--mi", default=DEFAULT_MI, metavar="ADDRESS",
-                        help=f"OpenSIPS mi_datagram socket, udp:HOST:PORT or unix:/path (default {DEFAULT_MI})")
-    parser.add_argument("--events", metavar="ADDRESS",
-                        help="where OpenSIPS sends EVI events, udp:IP:PORT or unix:/path "
-                             "(default: an ephemeral UDP port on the address that reaches MI)")
-    parser.add_argument("--mi-timeout", type=positive_seconds, default=DEFAULT_MI_TIMEOUT,
-                        metavar="SECONDS",
-                        help=f"seconds to wait for each MI reply (default {DEFAULT_MI_TIMEOUT:g})")
-    parser.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
-                        metavar="SECONDS",
-                        help="give up (exit 2) when Ended has not arrived after this many "
-                             f"seconds (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--sip-uri", metavar="URI",
-                        help="next hop (OpenSIPS' SIP URI) for CallStart's INVITE")
+    parser.add_argument(
+        "--mi",
+        default=DEFAULT_MI,
+        metavar="ADDRESS",
+        help=f"OpenSIPS mi_datagram socket, udp:HOST:PORT or unix:/path (default {DEFAULT_MI})",
+    )
+    parser.add_argument(
+        "--events",
+        metavar="ADDRESS",
+        help="where OpenSIPS sends EVI events, udp:IP:PORT or unix:/path "
+        "(default: an ephemeral UDP port on the address that reaches MI)",
+    )
+    parser.add_argument(
+        "--mi-timeout",
+        type=positive_seconds,
+        default=DEFAULT_MI_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds to wait for each MI reply (default {DEFAULT_MI_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="give up (exit 2) when Ended has not arrived after this many "
+        f"seconds (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--sip-uri", metavar="URI", help="next hop (OpenSIPS' SIP URI) for CallStart's INVITE"
+    )
     parser.add_argument("--cmd-id", metavar="ID", help="cmd_id to give the command (default: a UUID)")
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--quiet", "-q", action="store_true",
-                        help="print nothing on stdout; errors still go to stderr")
-    output.add_argument("--json", dest="json_output", action="store_true",
-                        help="print the raw JSON messages, one per line")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="also write callapi's log (MI requests, events) to stderr")
+    output.add_argument(
+        "--quiet", "-q", action="store_true", help="print nothing on stdout; errors still go to stderr"
+    )
+    output.add_argument(
+        "--json", dest="json_output", action="store_true", help="print the raw JSON messages, one per line"
+    )
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="also write callapi's log (MI requests, events) to stderr",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("method", metavar="METHOD", help="JSON-RPC method, e.g. Echo, CallHold, CallStart")
     parser.add_argument("pairs", metavar="PARAM", nargs="*", help="key=value (string) or key:=JSON (typed)")
@@ -300,8 +334,7 @@ async def run(
             decided.callback(EXIT_ERROR)
         return cleaned
 
-    timer = reactor.callLater(options.timeout,
-                              lambda: decide(session.timed_out(options.timeout)))
+    timer = reactor.callLater(options.timeout, lambda: decide(session.timed_out(options.timeout)))
     trigger = reactor.addSystemEventTrigger("before", "shutdown", interrupted)
     try:
         try:
@@ -340,8 +373,7 @@ def _prepare(options: CmdOptions) -> None:
     from callapi.logging import set_level
 
     set_level("debug")
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
-                                     redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

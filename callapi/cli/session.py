@@ -128,9 +128,7 @@ class CommandSession:
             text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
             message = load_json(text)
         except ValueError as e:  # UnicodeDecodeError is a ValueError
-            return self._finish(
-                EXIT_ERROR, f"unparsable frame from server ({e}): {_excerpt(text)!r}"
-            )
+            return self._finish(EXIT_ERROR, f"unparsable frame from server ({e}): {_excerpt(text)!r}")
         if not isinstance(message, dict):
             return self._unexpected(message)
         if "method" in message and "id" not in message:
@@ -151,9 +149,7 @@ class CommandSession:
 
         @return: L{EXIT_ERROR} (or the earlier outcome).
         """
-        return self._finish(
-            EXIT_ERROR, f"WebSocket handshake with {self._url} failed: {reason}"
-        )
+        return self._finish(EXIT_ERROR, f"WebSocket handshake with {self._url} failed: {reason}")
 
     def connection_closed(self, code: int | None = None, reason: str | None = None) -> int:
         """The open WebSocket connection closed (either side, clean or not).
@@ -168,9 +164,7 @@ class CommandSession:
         detail = ""
         if code is not None or reason:
             detail = f" (code {code}" + (f": {reason}" if reason else "") + ")"
-        return self._finish(
-            EXIT_ERROR, f"server closed the connection before {waiting}{detail}"
-        )
+        return self._finish(EXIT_ERROR, f"server closed the connection before {waiting}{detail}")
 
     def timed_out(self, seconds: float) -> int:
         """The overall timeout of C{seconds} expired.
@@ -197,9 +191,7 @@ class CommandSession:
         return code
 
     def _unexpected(self, message: Any) -> int:
-        return self._finish(
-            EXIT_ERROR, f"unexpected message from server: {_excerpt(compact(message))}"
-        )
+        return self._finish(EXIT_ERROR, f"unexpected message from server: {_excerpt(compact(message))}")
 
     def _response(self, message: dict[str, Any]) -> int | None:
         response_id = message["id"]

@@ -26,34 +26,61 @@ def main(argv: list[str] | None = None) -> int:
     """C{python -m callapi.emulator --mi udp:127.0.0.1:8080 ...}"""
     parser = argparse.ArgumentParser(
         prog="python -m callapi.emulator",
-        description="OpenSIPS EMULATOR for callapi tests and demos (not a real OpenSIPS).")
-    parser.add_argument("--mi", default="udp:127.0.0.1:8080",
-                        help="MI datagram socket, udp:HOST:PORT (default %(default)s)")
-    parser.add_argument("--version", default="3.4", choices=["3.4", "4.0"],
-                        help="OpenSIPS version to imitate (default %(default)s)")
-    parser.add_argument("--delay-scale", type=float, default=1.0,
-                        help="multiply every trace-derived delay (0 = as fast as possible)")
-    parser.add_argument("--demo-calls", type=int, default=0,
-                        help="set up N confirmed calls between the default phones")
+        description="OpenSIPS EMULATOR for callapi tests and demos (not a real OpenSIPS).",
+    )
+    parser.add_argument(
+        "--mi", default="udp:127.0.0.1:8080", help="MI datagram socket, udp:HOST:PORT (default %(default)s)"
+    )
+    parser.add_argument(
+        "--version",
+        default="3.4",
+        choices=["3.4", "4.0"],
+        help="OpenSIPS version to imitate (default %(default)s)",
+    )
+    parser.add_argument(
+        "--delay-scale",
+        type=float,
+        default=1.0,
+        help="multiply every trace-derived delay (0 = as fast as possible)",
+    )
+    parser.add_argument(
+        "--demo-calls", type=int, default=0, help="set up N confirmed calls between the default phones"
+    )
     parser.add_argument("--pass-provisional-replies", action="store_true")
     args = parser.parse_args(argv)
     host, port = _parse_mi(args.mi)
 
     from twisted.internet import reactor
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
-                                     redirectStandardIO=False)
-    running = start_emulator(reactor, host, port, args.version, args.delay_scale,
-                             pass_provisional_replies=args.pass_provisional_replies)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    running = start_emulator(
+        reactor,
+        host,
+        port,
+        args.version,
+        args.delay_scale,
+        pass_provisional_replies=args.pass_provisional_replies,
+    )
     emu = running.emulator
-    pairs = [("alice", "bob"), ("alice", "dave"), ("cindy", "erin"), ("bob", "cindy"),
-             ("dave", "erin"), ("cindy", "alice"), ("erin", "bob"), ("bob", "dave")]
+    pairs = [
+        ("alice", "bob"),
+        ("alice", "dave"),
+        ("cindy", "erin"),
+        ("bob", "cindy"),
+        ("dave", "erin"),
+        ("cindy", "alice"),
+        ("erin", "bob"),
+        ("bob", "dave"),
+    ]
     callids = []
     for i in range(max(0, args.demo_calls)):
         a, b = pairs[i % len(pairs)]
         callids.append((a, b, emu.add_call(f"sip:{a}@127.0.0.1", f"sip:{b}@127.0.0.1")))
-    print(EMULATOR_BANNER.format(version=args.version)
-          + f"; MI on udp:{running.mi_address[0]}:{running.mi_address[1]}", flush=True)
+    print(
+        EMULATOR_BANNER.format(version=args.version)
+        + f"; MI on udp:{running.mi_address[0]}:{running.mi_address[1]}",
+        flush=True,
+    )
     for a, b, callid in callids:
         print(f"demo call {a} -> {b}: Call-ID {callid}", flush=True)
     reactor.run()  # type: ignore[attr-defined,misc,unused-ignore]

@@ -58,7 +58,15 @@ from callapi.emulator.hold import Hold
 from callapi.emulator.invite import Final, Invites
 from callapi.emulator.meta import CoreCommands, SharedVariables
 from callapi.emulator.mi_table import (
-    ASYNC, PARSE_ERROR, CommandTable, Handler, MIError, Respond, encode_error, match_recipe, param_int,
+    ASYNC,
+    PARSE_ERROR,
+    CommandTable,
+    Handler,
+    MIError,
+    Respond,
+    encode_error,
+    match_recipe,
+    param_int,
     param_str,
 )
 from callapi.emulator.scheduler import Scheduler
@@ -104,10 +112,16 @@ class OpenSIPSEmulator:
 
     _log = logger()
 
-    def __init__(self, clock: IReactorTime, send_event: Callable[[str, bytes], None],
-                 version: str = "3.4", delay_scale: float = 1.0, *,
-                 pass_provisional_replies: bool = False,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        send_event: Callable[[str, bytes], None],
+        version: str = "3.4",
+        delay_scale: float = 1.0,
+        *,
+        pass_provisional_replies: bool = False,
+        seed: int | None = None,
+    ) -> None:
         if version not in ("3.4", "4.0"):
             raise ValueError("version must be '3.4' or '4.0'")
         self.clock = clock
@@ -131,8 +145,14 @@ class OpenSIPSEmulator:
             "dialog:list_ctx": lambda p, r: self._cmd_dlg_list(p, r, ctx=True),
             "dialog:end_dlg": self._cmd_end_dlg,
         }
-        for part in (CoreCommands(clock, version, self._table, self._wall), self._evi,
-                     self._shv, self._uac, Hold(self), Transfers(self)):
+        for part in (
+            CoreCommands(clock, version, self._table, self._wall),
+            self._evi,
+            self._shv,
+            self._uac,
+            Hold(self),
+            Transfers(self),
+        ):
             self._handlers.update(part.commands())
 
     # ------------------------------------------------------------------
@@ -193,14 +213,19 @@ class OpenSIPSEmulator:
         if callid is None:
             callid = self._ids.callid(cphone.ua)
         self._purge_deleted()
-        dlg = self._new_dialog(callid, caller_uri=curi, caller_phone=curi,
-                               caller_contact=cphone.contact_for(sip.user_of(curi)),
-                               caller_tag=self._ids.tag(cphone.ua),
-                               callee_uri=callee_uri)
+        dlg = self._new_dialog(
+            callid,
+            caller_uri=curi,
+            caller_phone=curi,
+            caller_contact=cphone.contact_for(sip.user_of(curi)),
+            caller_tag=self._ids.tag(cphone.ua),
+            callee_uri=callee_uri,
+        )
         dlg.caller.cseq = self._ids.cseq()
         dlg.caller.sdp = sip.phone_sdp(sip.user_of(curi), self._rng)
-        self._invites.route(dlg, start_ms=sip.DIAL_MS, ack_ms=cphone.timing["ack"],
-                            on_final=lambda final: None)
+        self._invites.route(
+            dlg, start_ms=sip.DIAL_MS, ack_ms=cphone.timing["ack"], on_final=lambda final: None
+        )
         return callid
 
     def hangup(self, callid: str, by: str = "caller") -> None:
@@ -214,13 +239,11 @@ class OpenSIPSEmulator:
         if dlg is None or not dlg.active:
             raise KeyError(f"no active dialog {callid}")
         if dlg.state >= 3:
-            self._sched.chain(f"hangup {callid}", [
-                (sip.HANGUP_MS, lambda: self._end_dialog(dlg))])
+            self._sched.chain(f"hangup {callid}", [(sip.HANGUP_MS, lambda: self._end_dialog(dlg))])
         else:
             if dlg.invite_chain is not None:
                 dlg.invite_chain.cancel()
-            self._sched.chain(f"cancel {callid}", [
-                (sip.CANCEL_MS, lambda: self._end_dialog(dlg))])
+            self._sched.chain(f"cancel {callid}", [(sip.CANCEL_MS, lambda: self._end_dialog(dlg))])
 
     def handle_datagram(self, data: bytes, reply: Callable[[bytes], None]) -> None:
         """
@@ -230,8 +253,7 @@ class OpenSIPSEmulator:
         """
         self._purge_deleted()
         try:
-            request = json.loads(data.decode("utf-8"), parse_float=_finite_float,
-                                 parse_constant=_no_constant)
+            request = json.loads(data.decode("utf-8"), parse_float=_finite_float, parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError):
             self._log.warn("MI: unparsable datagram, answering 400 Parse_error")
             reply(PARSE_ERROR)
@@ -248,8 +270,7 @@ class OpenSIPSEmulator:
         if self.version == "4.0" and not isinstance(method, str):
             self._crash("a request without a string 'method'")
             return
-        respond = Respond(reply if has_id else None, request_id,
-                          method if isinstance(method, str) else "")
+        respond = Respond(reply if has_id else None, request_id, method if isinstance(method, str) else "")
         if request.get("jsonrpc") != "2.0" or not isinstance(method, str):
             respond.error(MIError(-32600, "Invalid Request"))
             return
@@ -261,15 +282,18 @@ class OpenSIPSEmulator:
                 raise MIError(500, "Not supported by the OpenSIPS emulator")
             result = handler(params, respond)
         except MIError as e:
-            self._log.debug("MI {mi_method} id={mi_id} -> error {code} {message}",
-                            mi_method=method, mi_id=request_id, code=e.code,
-                            message=e.message)
+            self._log.debug(
+                "MI {mi_method} id={mi_id} -> error {code} {message}",
+                mi_method=method,
+                mi_id=request_id,
+                code=e.code,
+                message=e.message,
+            )
             respond.error(e)
             return
         except Exception:
             # a bug in the emulator, not bad input: say so, keep serving
-            self._log.failure("MI {mi_method} id={mi_id}: emulator bug",
-                              mi_method=method, mi_id=request_id)
+            self._log.failure("MI {mi_method} id={mi_id}: emulator bug", mi_method=method, mi_id=request_id)
             respond.error(MIError(500, "Internal error in the OpenSIPS emulator"))
             return
         if result is not ASYNC:
@@ -288,7 +312,8 @@ class OpenSIPSEmulator:
         self._log.error(
             "MI: received {what}: a real OpenSIPS 4.0.1 CRASHES HERE and exits "
             "(4.0/h_mi_crash); the emulator drops the request without a reply",
-            what=what)
+            what=what,
+        )
 
     def _wall(self) -> int:
         """Epoch seconds for dlg_list C{timestart}: the clock if it looks
@@ -300,20 +325,25 @@ class OpenSIPSEmulator:
     # internals: dialogs
     # ------------------------------------------------------------------
 
-    def _new_dialog(self, callid: str, *, caller_uri: str, caller_phone: str | None,
-                    caller_contact: str, caller_tag: str | None,
-                    callee_uri: str, callee_user: str | None = None) -> Dialog:
+    def _new_dialog(
+        self,
+        callid: str,
+        *,
+        caller_uri: str,
+        caller_phone: str | None,
+        caller_contact: str,
+        caller_tag: str | None,
+        callee_uri: str,
+        callee_user: str | None = None,
+    ) -> Dialog:
         """A new dialog in state 1, its callee the phone of C{callee_user}
         (default: the user of C{callee_uri}), if any."""
         entry, hid = self._ids.dialog_ids(callid)
         known = self._phones.get(sip.user_of(caller_phone)) if caller_phone else None
         cphone = known[1] if known else None
-        target = self._phones.get(callee_user if callee_user is not None
-                                  else sip.user_of(callee_uri))
-        caller = Leg("caller", caller_uri, caller_phone, cphone, contact=caller_contact,
-                     tag=caller_tag)
-        callee = Leg("callee", callee_uri, target[0] if target else None,
-                     target[1] if target else None)
+        target = self._phones.get(callee_user if callee_user is not None else sip.user_of(callee_uri))
+        caller = Leg("caller", caller_uri, caller_phone, cphone, contact=caller_contact, tag=caller_tag)
+        callee = Leg("callee", callee_uri, target[0] if target else None, target[1] if target else None)
         self._seq += 1
         dlg = Dialog(callid, entry, hid, caller, callee, created_seq=self._seq)
         self.dialogs[callid] = dlg
@@ -360,10 +390,18 @@ class OpenSIPSEmulator:
             dlg.ended_at = self.clock.seconds()
             self._ended.append(dlg)
             dlg.caller.alive = dlg.callee.alive = False
-        self._evi.raise_event("E_DLG_STATE_CHANGED", {
-            "id": dlg.dialog_id, "db_id": dlg.db_id, "callid": dlg.callid,
-            "from_tag": dlg.caller.tag, "to_tag": dlg.callee.tag,
-            "old_state": old, "new_state": new})
+        self._evi.raise_event(
+            "E_DLG_STATE_CHANGED",
+            {
+                "id": dlg.dialog_id,
+                "db_id": dlg.db_id,
+                "callid": dlg.callid,
+                "from_tag": dlg.caller.tag,
+                "to_tag": dlg.callee.tag,
+                "old_state": old,
+                "new_state": new,
+            },
+        )
 
     def _hangup_if_active(self, dlg: Dialog) -> None:
         if dlg.active:
@@ -381,26 +419,40 @@ class OpenSIPSEmulator:
 
     def _dialog_json(self, dlg: Dialog, ctx: bool = False) -> dict[str, Any]:
         """One dialog as dlg_list prints it (3.4/i_dlg_list.jsonl)."""
-        out: dict[str, Any] = {"ID": dlg.dialog_id, "db_id": dlg.db_id,
-                               "state": dlg.state, "user_flags": "",
-                               "timestart": dlg.timestart}
+        out: dict[str, Any] = {
+            "ID": dlg.dialog_id,
+            "db_id": dlg.db_id,
+            "state": dlg.state,
+            "user_flags": "",
+            "timestart": dlg.timestart,
+        }
         if dlg.timestart:
             out["datestart"] = sip.local_time(dlg.timestart)
         timeout = dlg.timestart + sip.DIALOG_TIMEOUT_S if dlg.timestart and dlg.active else 0
         out["timeout"] = timeout
         if timeout:
             out["dateout"] = sip.local_time(timeout)
-        out.update({
-            "callid": dlg.callid, "from_uri": dlg.from_uri, "to_uri": dlg.to_uri,
-            "caller_tag": dlg.caller.tag or "", "caller_contact": dlg.caller.contact,
-            "callee_cseq": str(dlg.callee.cseq), "caller_route_set": "",
-            "caller_bind_addr": sip.BIND_ADDR})
+        out.update(
+            {
+                "callid": dlg.callid,
+                "from_uri": dlg.from_uri,
+                "to_uri": dlg.to_uri,
+                "caller_tag": dlg.caller.tag or "",
+                "caller_contact": dlg.caller.contact,
+                "callee_cseq": str(dlg.callee.cseq),
+                "caller_route_set": "",
+                "caller_bind_addr": sip.BIND_ADDR,
+            }
+        )
         if dlg.caller.sdp is not None:
             out["caller_sdp"] = dlg.caller.sdp
         callee: dict[str, Any] = {
-            "callee_tag": dlg.callee.tag or "", "callee_contact": dlg.callee.contact,
-            "caller_cseq": str(dlg.caller.cseq), "callee_route_set": "",
-            "callee_bind_addr": sip.BIND_ADDR}
+            "callee_tag": dlg.callee.tag or "",
+            "callee_contact": dlg.callee.contact,
+            "caller_cseq": str(dlg.caller.cseq),
+            "callee_route_set": "",
+            "callee_bind_addr": sip.BIND_ADDR,
+        }
         if dlg.callee.sdp is not None:
             callee["callee_sdp"] = dlg.callee.sdp
         # no callee leg until a reply with a To tag came back: a dialog
@@ -416,8 +468,7 @@ class OpenSIPSEmulator:
         lists C{203.*}, C{a89.*}, C{bca.*}: entries 0x302 < 0x98a < 0xacb)."""
         return sorted(self.dialogs.values(), key=lambda d: (d.h_entry, d.created_seq))
 
-    def _cmd_dlg_list(self, params: dict[str, Any], respond: Respond,
-                      ctx: bool = False) -> Any:
+    def _cmd_dlg_list(self, params: dict[str, Any], respond: Respond, ctx: bool = False) -> Any:
         """
         C{dlg_list} / C{dlg_list_ctx} (3.4/i_dlg_list.jsonl): all ->
         C{{"Dialogs": [...]}}, C{callid} -> C{{"Dialog": {...}}} or 404 "No
@@ -435,8 +486,10 @@ class OpenSIPSEmulator:
         if "index" in params:
             index = param_int(params, "index") or 0
             counter = param_int(params, "counter") or 0
-            return {"count": len(listed),
-                    "Dialogs": [self._dialog_json(d, ctx) for d in listed[index:index + counter]]}
+            return {
+                "count": len(listed),
+                "Dialogs": [self._dialog_json(d, ctx) for d in listed[index : index + counter]],
+            }
         return {"Dialogs": [self._dialog_json(d, ctx) for d in listed]}
 
     def _cmd_end_dlg(self, params: dict[str, Any], respond: Respond) -> Any:
@@ -450,8 +503,7 @@ class OpenSIPSEmulator:
         dlg = self._find_dialog(key)
         if dlg is None:
             raise MIError(404, "Requested Dialog not found")
-        steps: list[tuple[float, Callable[[], None]]] = [
-            (sip.END_REPLY_MS, lambda: respond.result("OK"))]
+        steps: list[tuple[float, Callable[[], None]]] = [(sip.END_REPLY_MS, lambda: respond.result("OK"))]
         if dlg.invite_chain is not None and dlg.state < 3:
             dlg.invite_chain.cancel()
             dlg.invite_chain = None
@@ -459,14 +511,16 @@ class OpenSIPSEmulator:
             # a click-to-dial INVITE still waiting for its answer gets 487
             waiting = self._uac.waiting_finals(dlg)
             for on_final in waiting:
-                steps.append((sip.END_EARLY_EVENT_MS, partial(
-                    on_final, Final(487, "487 Request Terminated"))))
+                steps.append(
+                    (sip.END_EARLY_EVENT_MS, partial(on_final, Final(487, "487 Request Terminated")))
+                )
             # not traced: a proxied INVITE (e.g. a transfer's new call) that
             # is CANCELled ends with the callee's 487, which callops reports
             # as E_CALL_TRANSFER fail (as for any final reply >= 300)
             if not waiting and dlg.invite_final is not None:
-                steps.append((sip.END_EARLY_EVENT_MS, partial(
-                    dlg.invite_final, Final(487, "487 Request Terminated"))))
+                steps.append(
+                    (sip.END_EARLY_EVENT_MS, partial(dlg.invite_final, Final(487, "487 Request Terminated")))
+                )
             dlg.invite_final = None
         else:
             steps.append((sip.END_EVENT_MS, lambda: self._end_dialog(dlg)))

@@ -22,20 +22,46 @@ import attr
 from twisted.internet.interfaces import IReactorTime
 
 from callapi.emulator.mi_table import (
-    Handler, MIError, Respond, dumps, encode_event, invalid_params, param_int, param_str,
+    Handler,
+    MIError,
+    Respond,
+    dumps,
+    encode_event,
+    invalid_params,
+    param_int,
+    param_str,
 )
 from callapi.logging import logger
 
 #: EVI events and their ids (3.4/which_and_meta.jsonl "events_list",
 #: 4.0/which_and_meta.jsonl "evi:list": two new core events shift the ids).
 EVENTS = {
-    "3.4": ["E_CORE_SR_STATUS_CHANGED", "E_CORE_THRESHOLD", "E_CORE_SHM_THRESHOLD",
-            "E_CORE_PKG_THRESHOLD", "E_CORE_PROC_AUTO_SCALE", "E_CORE_TCP_DISCONNECT",
-            "E_DLG_STATE_CHANGED", "E_CALL_TRANSFER", "E_CALL_HOLD", "E_CORE_LOG"],
-    "4.0": ["E_CORE_SR_STATUS_CHANGED", "E_CORE_THRESHOLD", "E_CORE_SHM_THRESHOLD",
-            "E_CORE_PKG_THRESHOLD", "E_CORE_PROC_AUTO_SCALE", "E_CORE_TCP_DISCONNECT",
-            "E_PROFILING_SCRIPT", "E_PROFILING_PROC", "E_DLG_STATE_CHANGED",
-            "E_CALL_TRANSFER", "E_CALL_HOLD", "E_CORE_LOG"],
+    "3.4": [
+        "E_CORE_SR_STATUS_CHANGED",
+        "E_CORE_THRESHOLD",
+        "E_CORE_SHM_THRESHOLD",
+        "E_CORE_PKG_THRESHOLD",
+        "E_CORE_PROC_AUTO_SCALE",
+        "E_CORE_TCP_DISCONNECT",
+        "E_DLG_STATE_CHANGED",
+        "E_CALL_TRANSFER",
+        "E_CALL_HOLD",
+        "E_CORE_LOG",
+    ],
+    "4.0": [
+        "E_CORE_SR_STATUS_CHANGED",
+        "E_CORE_THRESHOLD",
+        "E_CORE_SHM_THRESHOLD",
+        "E_CORE_PKG_THRESHOLD",
+        "E_CORE_PROC_AUTO_SCALE",
+        "E_CORE_TCP_DISCONNECT",
+        "E_PROFILING_SCRIPT",
+        "E_PROFILING_PROC",
+        "E_DLG_STATE_CHANGED",
+        "E_CALL_TRANSFER",
+        "E_CALL_HOLD",
+        "E_CORE_LOG",
+    ],
 }
 
 #: Default C{expire} of event_subscribe (3.4/h_subscription_expiry.jsonl id 20).
@@ -93,8 +119,7 @@ class EventInterface:
 
     _log = logger()
 
-    def __init__(self, clock: IReactorTime, version: str,
-                 send_event: Callable[[str, bytes], None]) -> None:
+    def __init__(self, clock: IReactorTime, version: str, send_event: Callable[[str, bytes], None]) -> None:
         self._clock = clock
         self._version = version
         self._send_event = send_event
@@ -120,8 +145,7 @@ class EventInterface:
         out = {}
         for event, subs in self._subs.items():
             for s in subs:
-                out[(event, s.socket)] = SubscriptionInfo(s.expire, s.since,
-                                                          s.since + s.expire)
+                out[(event, s.socket)] = SubscriptionInfo(s.expire, s.since, s.since + s.expire)
         return out
 
     def subscribe(self, event: str, socket: str, expire: int) -> None:
@@ -136,8 +160,9 @@ class EventInterface:
         # "our subscription ... is added in front of the now expired X")
         subs.insert(0, _Subscription(event, socket, expire, self._now()))
 
-    def raise_event(self, event: str, params: dict[str, Any] | None = None, *,
-                    datagram: bytes | None = None) -> bool:
+    def raise_event(
+        self, event: str, params: dict[str, Any] | None = None, *, datagram: bytes | None = None
+    ) -> bool:
         """
         Deliver one event to its live subscribers, purging expired ones
         (3.4/h_subscription_expiry.jsonl: the first raise after expiry answers
@@ -199,11 +224,11 @@ class EventInterface:
         now = self._now()
         if event is not None and event not in self.names:
             raise MIError(404, "Unknown event")
-        for name in ([event] if event else list(self._subs)):
+        for name in [event] if event else list(self._subs):
             subs = self._subs.get(name, [])
             if self._version == "3.4":
                 last = max((i for i, s in enumerate(subs) if s.expired(now)), default=-1)
-                del subs[:last + 1]
+                del subs[: last + 1]
             else:
                 subs[:] = [s for s in subs if not s.expired(now)]
 
@@ -214,8 +239,7 @@ class EventInterface:
             listed = []
             for s in subs:
                 ttl = s.since + s.expire - now
-                listed.append({"socket": s.socket, "expire": s.expire,
-                               "ttl": ttl if ttl > 0 else "expired"})
+                listed.append({"socket": s.socket, "expire": s.expire, "ttl": ttl if ttl > 0 else "expired"})
             return {"name": name, "id": self.names.index(name), "Subscribers": listed}
 
         if event is not None:
@@ -247,11 +271,16 @@ class EventInterface:
                     raise MIError(400, "No Params")
                 evparams = parsed
             elif isinstance(raw, list):
-                pairs = ",".join('"":' + dumps(v if isinstance(v, str) else
-                                               json.dumps(v)).decode("utf-8")
-                                 for v in raw)
-                datagram = (b'{"jsonrpc":"2.0","method":' + dumps(event)
-                            + b',"params":{' + pairs.encode("utf-8") + b"}}")
+                pairs = ",".join(
+                    '"":' + dumps(v if isinstance(v, str) else json.dumps(v)).decode("utf-8") for v in raw
+                )
+                datagram = (
+                    b'{"jsonrpc":"2.0","method":'
+                    + dumps(event)
+                    + b',"params":{'
+                    + pairs.encode("utf-8")
+                    + b"}}"
+                )
             else:
                 raise MIError(400, "No Params")
         if not self._subs.get(event):

@@ -79,8 +79,11 @@ class Hold:
             raw = params["headers"]
             if isinstance(raw, str):
                 headers = {"caller": raw, "callee": raw}
-            elif isinstance(raw, list) and len(raw) == 2 and all(
-                    isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in raw):
+            elif (
+                isinstance(raw, list)
+                and len(raw) == 2
+                and all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in raw)
+            ):
                 headers = {"caller": str(raw[0]), "callee": str(raw[1])}
             else:
                 raise invalid_params("Bad type for parameter 'headers'")
@@ -117,8 +120,7 @@ class Hold:
             start_ms = starts[index]
             if mark_on_send:
                 leg.hold = new_state
-            outcome, answer_ms = self._reinvite_outcome(leg, headers.get(leg.role, ""),
-                                                        action)
+            outcome, answer_ms = self._reinvite_outcome(leg, headers.get(leg.role, ""), action)
             if leg.role == "caller":
                 dlg.callee.cseq += 1
             else:
@@ -127,9 +129,12 @@ class Hold:
                 self._retransmitted_oks(dlg, leg, action)
             leg.reinvites_pending += 1
             steps.append((start_ms, self._hold_event(dlg, leg.role, action, "start")))
-            steps.append((start_ms + answer_ms,
-                          self._hold_done(dlg, leg, action, outcome, new_state,
-                                          mark=not mark_on_send)))
+            steps.append(
+                (
+                    start_ms + answer_ms,
+                    self._hold_done(dlg, leg, action, outcome, new_state, mark=not mark_on_send),
+                )
+            )
         last_start = starts[len(targets) - 1]
         steps.append((max(reply_ms, last_start + 0.2), lambda: respond.result("OK")))
         emu._sched.chain(f"{action} {callid}", steps)
@@ -142,24 +147,25 @@ class Hold:
             return "fail", sip.LOCAL_REINVITE_MS
         if headers and not headers.endswith("\r\n"):
             return "fail", sip.MALFORMED_REINVITE_MS
-        answer = (leg.phone.timing["reinvite"] if action == "hold"
-                  else sip.UNHOLD_ANSWER_MS)
+        answer = leg.phone.timing["reinvite"] if action == "hold" else sip.UNHOLD_ANSWER_MS
         if not leg.alive or not leg.phone.hold_ok:
             return "fail", answer
         return "ok", answer
 
     def _raise(self, dlg: Dialog, role: str, action: str, state: str) -> None:
-        self._emu._evi.raise_event("E_CALL_HOLD", {"callid": dlg.callid, "leg": role,
-                                                   "action": action, "state": state})
+        self._emu._evi.raise_event(
+            "E_CALL_HOLD", {"callid": dlg.callid, "leg": role, "action": action, "state": state}
+        )
 
-    def _hold_event(self, dlg: Dialog, role: str, action: str,
-                    state: str) -> Callable[[], None]:
+    def _hold_event(self, dlg: Dialog, role: str, action: str, state: str) -> Callable[[], None]:
         def step() -> None:
             self._raise(dlg, role, action, state)
+
         return step
 
-    def _hold_done(self, dlg: Dialog, leg: Leg, action: str, outcome: str,
-                   new_state: frozenset[str], mark: bool) -> Callable[[], None]:
+    def _hold_done(
+        self, dlg: Dialog, leg: Leg, action: str, outcome: str, new_state: frozenset[str], mark: bool
+    ) -> Callable[[], None]:
         def step() -> None:
             leg.reinvites_pending = max(0, leg.reinvites_pending - 1)
             if not dlg.active:
@@ -167,13 +173,17 @@ class Hold:
             if outcome == "ok" and mark:
                 leg.hold = new_state
             self._raise(dlg, leg.role, action, outcome)
+
         return step
 
     def _retransmitted_oks(self, dlg: Dialog, leg: Leg, action: str) -> None:
         """4.0/f_hold_per_leg.jsonl ids 28/29: the first re-INVITE's 200 is
         ACKed with the second's CSeq, the UA retransmits it and each
         retransmission raises another C{ok}."""
-        self._emu._sched.chain(f"retransmit {dlg.callid} {leg.role}", [
-            (sip.HOLD_START_MS[1] + offset,
-             self._hold_event(dlg, leg.role, action, "ok"))
-            for offset in sip.RETRANSMIT_OK_MS])
+        self._emu._sched.chain(
+            f"retransmit {dlg.callid} {leg.role}",
+            [
+                (sip.HOLD_START_MS[1] + offset, self._hold_event(dlg, leg.role, action, "ok"))
+                for offset in sip.RETRANSMIT_OK_MS
+            ],
+        )

@@ -52,12 +52,18 @@ class Invites:
     def __init__(self, emu: OpenSIPSEmulator) -> None:
         self._emu = emu
 
-    def route(self, dlg: Dialog, *, start_ms: float, ack_ms: float,
-              on_final: Callable[[Final], None],
-              on_ringing: Callable[[], None] | None = None,
-              answer_ms: float | None = None,
-              on_ring_extra: Callable[[], None] | None = None,
-              unknown_ms: float = sip.UNKNOWN_USER_MS) -> Chain:
+    def route(
+        self,
+        dlg: Dialog,
+        *,
+        start_ms: float,
+        ack_ms: float,
+        on_final: Callable[[Final], None],
+        on_ringing: Callable[[], None] | None = None,
+        answer_ms: float | None = None,
+        on_ring_extra: Callable[[], None] | None = None,
+        unknown_ms: float = sip.UNKNOWN_USER_MS,
+    ) -> Chain:
         """
         The proxied INVITE of C{dlg} towards its callee's phone, from
         C{start_ms} (when the INVITE reaches OpenSIPS) on:
@@ -96,16 +102,17 @@ class Invites:
                 emu._set_state(dlg, 5)
                 dlg.invite_chain = None
                 on_final(final)
+
             return step
 
         if phone is None:
-            ch.add(start_ms + unknown_ms,
-                   fail(Final(404, "404 User Not Found", local=True)))
+            ch.add(start_ms + unknown_ms, fail(Final(404, "404 User Not Found", local=True)))
             return ch
         timing = phone.timing
         if phone.answer == "offline":
-            ch.add(start_ms + sip.OFFLINE_MS[emu.version],
-                   fail(Final(408, "408 Request Timeout", local=True)))
+            ch.add(
+                start_ms + sip.OFFLINE_MS[emu.version], fail(Final(408, "408 Request Timeout", local=True))
+            )
             return ch
         ring_at = start_ms + timing["ring"]
         user = sip.user_of(dlg.callee.uri) or "user"
@@ -126,17 +133,19 @@ class Invites:
         if phone.answer == "busy":
             ch.add(ring_at + sip.BUSY_MS, fail(Final(486, "486 Busy Here")))
         elif phone.answer == "noanswer":
-            ch.add(start_ms + sip.NOANSWER_MS[emu.version],
-                   fail(Final(408, "408 Request Timeout", local=True, message=False)))
+            ch.add(
+                start_ms + sip.NOANSWER_MS[emu.version],
+                fail(Final(408, "408 Request Timeout", local=True, message=False)),
+            )
         else:
-            answer_at = (ring_at + (timing["answer"] if answer_ms is None else answer_ms)
-                         + phone.answer_delay * 1000.0)
+            answer_at = (
+                ring_at + (timing["answer"] if answer_ms is None else answer_ms) + phone.answer_delay * 1000.0
+            )
 
             def answered() -> None:
                 if not alive():
                     return
-                dlg.callee.contact = phone.contact_for(
-                    sip.user_of(dlg.callee.phone_uri or ""))
+                dlg.callee.contact = phone.contact_for(sip.user_of(dlg.callee.phone_uri or ""))
                 dlg.callee.sdp = sip.phone_sdp(user, emu._rng)
                 emu._set_state(dlg, 3)
                 on_final(Final(int(phone.status.split()[0]), phone.status))

@@ -31,8 +31,9 @@ class CoreCommands:
     @param wall: epoch seconds now (the emulator's C{dlg_list} time base).
     """
 
-    def __init__(self, clock: IReactorTime, version: str, table: CommandTable,
-                 wall: Callable[[], int]) -> None:
+    def __init__(
+        self, clock: IReactorTime, version: str, table: CommandTable, wall: Callable[[], int]
+    ) -> None:
         self._clock = clock
         self._version = version
         self._table = table
@@ -71,8 +72,11 @@ class CoreCommands:
     def _cmd_uptime(self, params: dict[str, Any], respond: Respond) -> Any:
         """C{uptime}: C{Now}, C{Up since}, C{Up time} (C{"<seconds> [sec]"})."""
         up = int(self._clock.seconds() - self._started)
-        return {"Now": sip.local_time(self._wall()), "Up since": sip.local_time(self._wall() - up),
-                "Up time": f"{up} [sec]"}
+        return {
+            "Now": sip.local_time(self._wall()),
+            "Up since": sip.local_time(self._wall() - up),
+            "Up time": f"{up} [sec]",
+        }
 
     def _cmd_help(self, params: dict[str, Any], respond: Respond) -> Any:
         """C{help mi_cmd=<name>} (3.4/which_and_meta.jsonl ids 4-6,
@@ -106,8 +110,7 @@ class SharedVariables:
         """C{shv_get} (4.0/which_and_meta.jsonl id 61)."""
         name = param_str(params, "name")
         if name is None:
-            return {"VARs": [{"name": n, "type": t, "value": v}
-                             for n, (t, v) in self._shv.items()]}
+            return {"VARs": [{"name": n, "type": t, "value": v} for n, (t, v) in self._shv.items()]}
         if name not in self._shv:
             raise MIError(404, "Variable not found")
         t, v = self._shv[name]

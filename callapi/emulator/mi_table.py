@@ -41,17 +41,13 @@ _COMMANDS: list[tuple[str, str, list[list[str]]]] = [
     ("kill", "core:kill", [[]]),
     ("log_level", "core:log_level", [[], ["level"], ["level", "pid"]]),
     ("xlog_level", "core:xlog_level", [[], ["level"]]),
-    ("log_level_filter", "core:log_level_filter",
-     [["consumer"], ["consumer", "level_filter"]]),
-    ("log_mute_state", "core:log_mute_state",
-     [["consumer"], ["consumer", "mute_state"]]),
+    ("log_level_filter", "core:log_level_filter", [["consumer"], ["consumer", "level_filter"]]),
+    ("log_mute_state", "core:log_mute_state", [["consumer"], ["consumer", "mute_state"]]),
     ("shm_check", "mem:shm_check", [[]]),
-    ("cache_store", "cache:store",
-     [["system", "attr", "value"], ["system", "attr", "value", "expire"]]),
+    ("cache_store", "cache:store", [["system", "attr", "value"], ["system", "attr", "value", "expire"]]),
     ("cache_fetch", "cache:fetch", [["system", "attr"]]),
     ("cache_remove", "cache:remove", [["system", "attr"]]),
-    ("event_subscribe", "evi:subscribe",
-     [["event", "socket"], ["event", "socket", "expire"]]),
+    ("event_subscribe", "evi:subscribe", [["event", "socket"], ["event", "socket", "expire"]]),
     ("events_list", "evi:list", [[]]),
     ("subscribers_list", "evi:subscribers", [[], ["event"], ["event", "socket"]]),
     ("raise_event", "evi:raise", [["event"], ["event", "params"]]),
@@ -62,38 +58,55 @@ _COMMANDS: list[tuple[str, str, list[list[str]]]] = [
     ("reload_routes", "core:reload_routes", [[]]),
     ("sr_get_status", "status_report:get", [["group"], ["group", "identifier"]]),
     ("sr_list_status", "status_report:status", [[], ["group"]]),
-    ("sr_list_reports", "status_report:reports",
-     [[], ["group"], ["group", "identifier"]]),
+    ("sr_list_reports", "status_report:reports", [[], ["group"], ["group", "identifier"]]),
     ("sr_list_identifiers", "status_report:identifiers", [[], ["group"]]),
     ("help", "core:help", [[], ["mi_cmd"]]),
     ("list_blacklists", "blacklists:list", [[], ["name"]]),
-    ("check_blacklists", "blacklists:check_all",
-     [["ip"], ["proto", "ip"], ["proto", "ip", "port"],
-      ["proto", "ip", "port", "pattern"]]),
-    ("check_blacklist", "blacklists:check",
-     [["name", "ip"], ["name", "proto", "ip"], ["name", "proto", "ip", "port"],
-      ["name", "proto", "ip", "port", "pattern"]]),
-    ("add_blacklist_rule", "blacklists:add_rule",
-     [["name", "rule"], ["name", "rule", "expire"]]),
+    (
+        "check_blacklists",
+        "blacklists:check_all",
+        [["ip"], ["proto", "ip"], ["proto", "ip", "port"], ["proto", "ip", "port", "pattern"]],
+    ),
+    (
+        "check_blacklist",
+        "blacklists:check",
+        [
+            ["name", "ip"],
+            ["name", "proto", "ip"],
+            ["name", "proto", "ip", "port"],
+            ["name", "proto", "ip", "port", "pattern"],
+        ],
+    ),
+    ("add_blacklist_rule", "blacklists:add_rule", [["name", "rule"], ["name", "rule", "expire"]]),
     ("del_blacklist_rule", "blacklists:del_rule", [["name", "rule"]]),
-    ("t_uac_dlg", "tm:uac_dlg",
-     [["method", "ruri", "headers"], ["method", "ruri", "headers", "next_hop"],
-      ["method", "ruri", "headers", "socket"], ["method", "ruri", "headers", "body"],
-      ["method", "ruri", "headers", "next_hop", "socket"],
-      ["method", "ruri", "headers", "next_hop", "body"],
-      ["method", "ruri", "headers", "socket", "body"],
-      ["method", "ruri", "headers", "next_hop", "socket", "body"]]),
+    (
+        "t_uac_dlg",
+        "tm:uac_dlg",
+        [
+            ["method", "ruri", "headers"],
+            ["method", "ruri", "headers", "next_hop"],
+            ["method", "ruri", "headers", "socket"],
+            ["method", "ruri", "headers", "body"],
+            ["method", "ruri", "headers", "next_hop", "socket"],
+            ["method", "ruri", "headers", "next_hop", "body"],
+            ["method", "ruri", "headers", "socket", "body"],
+            ["method", "ruri", "headers", "next_hop", "socket", "body"],
+        ],
+    ),
     ("t_uac_cancel", "tm:uac_cancel", [["callid", "cseq"]]),
     ("t_hash", "tm:hash", [[]]),
-    ("t_reply", "tm:reply",
-     [["code", "reason", "trans_id", "to_tag"],
-      ["code", "reason", "trans_id", "to_tag", "new_headers"],
-      ["code", "reason", "trans_id", "to_tag", "body"],
-      ["code", "reason", "trans_id", "to_tag", "new_headers", "body"]]),
-    ("dlg_list", "dialog:list",
-     [[], ["callid"], ["callid", "from_tag"], ["index", "counter"]]),
-    ("dlg_list_ctx", "dialog:list_ctx",
-     [[], ["callid"], ["callid", "from_tag"], ["index", "counter"]]),
+    (
+        "t_reply",
+        "tm:reply",
+        [
+            ["code", "reason", "trans_id", "to_tag"],
+            ["code", "reason", "trans_id", "to_tag", "new_headers"],
+            ["code", "reason", "trans_id", "to_tag", "body"],
+            ["code", "reason", "trans_id", "to_tag", "new_headers", "body"],
+        ],
+    ),
+    ("dlg_list", "dialog:list", [[], ["callid"], ["callid", "from_tag"], ["index", "counter"]]),
+    ("dlg_list_ctx", "dialog:list_ctx", [[], ["callid"], ["callid", "from_tag"], ["index", "counter"]]),
     ("dlg_end_dlg", "dialog:end_dlg", [["dialog_id"], ["dialog_id", "extra_hdrs"]]),
     ("dlg_db_sync", "dialog:db_sync", [[]]),
     ("dlg_restore_db", "dialog:restore_db", [[]]),
@@ -104,20 +117,40 @@ _COMMANDS: list[tuple[str, str, list[list[str]]]] = [
     ("list_all_profiles", "dialog:list_all_profiles", [[]]),
     ("profile_end_dlgs", "dialog:profile_end_dlgs", [["profile"], ["profile", "value"]]),
     ("dlg_push_var", "dialog:push_var", [["dlg_val_name", "dlg_val_value", "DID"]]),
-    ("dlg_send_sequential", "dialog:send_sequential",
-     [["callid"], ["callid", "mode"], ["callid", "method"], ["callid", "body"],
-      ["callid", "mode", "method"], ["callid", "mode", "body"],
-      ["callid", "method", "body"], ["callid", "method", "body", "mode"],
-      ["callid", "method", "body", "mode", "headers"]]),
-    ("call_transfer", "callops:transfer",
-     [["callid", "leg", "destination"],
-      ["callid", "leg", "transfer_callid", "transfer_leg"],
-      ["callid", "leg", "transfer_callid", "transfer_leg", "destination"],
-      ["callid", "leg", "transfer_callid", "transfer_fromtag", "transfer_totag",
-       "transfer_destination"]]),
+    (
+        "dlg_send_sequential",
+        "dialog:send_sequential",
+        [
+            ["callid"],
+            ["callid", "mode"],
+            ["callid", "method"],
+            ["callid", "body"],
+            ["callid", "mode", "method"],
+            ["callid", "mode", "body"],
+            ["callid", "method", "body"],
+            ["callid", "method", "body", "mode"],
+            ["callid", "method", "body", "mode", "headers"],
+        ],
+    ),
+    (
+        "call_transfer",
+        "callops:transfer",
+        [
+            ["callid", "leg", "destination"],
+            ["callid", "leg", "transfer_callid", "transfer_leg"],
+            ["callid", "leg", "transfer_callid", "transfer_leg", "destination"],
+            [
+                "callid",
+                "leg",
+                "transfer_callid",
+                "transfer_fromtag",
+                "transfer_totag",
+                "transfer_destination",
+            ],
+        ],
+    ),
     ("call_hold", "callops:hold", [["callid"], ["callid", "leg"], ["callid", "leg", "headers"]]),
-    ("call_unhold", "callops:unhold",
-     [["callid"], ["callid", "leg"], ["callid", "leg", "headers"]]),
+    ("call_unhold", "callops:unhold", [["callid"], ["callid", "leg"], ["callid", "leg", "headers"]]),
     ("rand_set_prob", "cfgutils:rand_set_prob", [["prob_proc"]]),
     ("rand_reset_prob", "cfgutils:rand_reset_prob", [[]]),
     ("rand_get_prob", "cfgutils:rand_get_prob", [[]]),
@@ -144,24 +177,75 @@ _NEW_40: dict[str, list[list[str]]] = {
 
 #: Order of C{which} on 4.0 (4.0/which_and_meta.jsonl, request id 1).
 WHICH_40: list[str] = [
-    "statistics:get", "statistics:list", "statistics:reset", "statistics:reset_all",
-    "core:uptime", "core:version", "core:pwd", "core:arg", "core:which", "core:ps",
-    "core:kill", "core:log_level", "core:xlog_level", "core:profiling_proc",
-    "core:log_level_filter", "core:log_mute_state", "core:reload_routes", "core:help",
-    "tcp:list", "tcp:close", "mem:shm_check", "mem:pkg_dump", "mem:shm_dump",
-    "mem:rpm_dump", "cache:store", "cache:fetch", "cache:remove", "status_report:get",
-    "status_report:status", "status_report:reports", "status_report:identifiers",
-    "evi:subscribe", "evi:list", "evi:subscribers", "evi:raise", "blacklists:list",
-    "blacklists:check_all", "blacklists:check", "blacklists:add_rule",
-    "blacklists:del_rule", "tm:uac_dlg", "tm:uac_cancel", "tm:hash", "tm:reply",
-    "dialog:list", "dialog:list_ctx", "dialog:end_dlg", "dialog:db_sync",
-    "dialog:restore_db", "dialog:cluster_sync", "dialog:profile_get_size",
-    "dialog:profile_list_dlgs", "dialog:profile_get_values", "dialog:list_all_profiles",
-    "dialog:profile_end_dlgs", "dialog:push_var", "dialog:send_sequential",
-    "dialog:set_profile", "dialog:unset_profile", "callops:transfer", "callops:hold",
-    "callops:unhold", "cfgutils:rand_set_prob", "cfgutils:rand_reset_prob",
-    "cfgutils:rand_get_prob", "cfgutils:get_config_hash", "cfgutils:check_config_hash",
-    "cfgutils:shv_get", "cfgutils:shv_set",
+    "statistics:get",
+    "statistics:list",
+    "statistics:reset",
+    "statistics:reset_all",
+    "core:uptime",
+    "core:version",
+    "core:pwd",
+    "core:arg",
+    "core:which",
+    "core:ps",
+    "core:kill",
+    "core:log_level",
+    "core:xlog_level",
+    "core:profiling_proc",
+    "core:log_level_filter",
+    "core:log_mute_state",
+    "core:reload_routes",
+    "core:help",
+    "tcp:list",
+    "tcp:close",
+    "mem:shm_check",
+    "mem:pkg_dump",
+    "mem:shm_dump",
+    "mem:rpm_dump",
+    "cache:store",
+    "cache:fetch",
+    "cache:remove",
+    "status_report:get",
+    "status_report:status",
+    "status_report:reports",
+    "status_report:identifiers",
+    "evi:subscribe",
+    "evi:list",
+    "evi:subscribers",
+    "evi:raise",
+    "blacklists:list",
+    "blacklists:check_all",
+    "blacklists:check",
+    "blacklists:add_rule",
+    "blacklists:del_rule",
+    "tm:uac_dlg",
+    "tm:uac_cancel",
+    "tm:hash",
+    "tm:reply",
+    "dialog:list",
+    "dialog:list_ctx",
+    "dialog:end_dlg",
+    "dialog:db_sync",
+    "dialog:restore_db",
+    "dialog:cluster_sync",
+    "dialog:profile_get_size",
+    "dialog:profile_list_dlgs",
+    "dialog:profile_get_values",
+    "dialog:list_all_profiles",
+    "dialog:profile_end_dlgs",
+    "dialog:push_var",
+    "dialog:send_sequential",
+    "dialog:set_profile",
+    "dialog:unset_profile",
+    "callops:transfer",
+    "callops:hold",
+    "callops:unhold",
+    "cfgutils:rand_set_prob",
+    "cfgutils:rand_reset_prob",
+    "cfgutils:rand_get_prob",
+    "cfgutils:get_config_hash",
+    "cfgutils:check_config_hash",
+    "cfgutils:shv_get",
+    "cfgutils:shv_set",
 ]
 
 #: 3.4 C{which} order (3.4/which_and_meta.jsonl).
@@ -169,8 +253,7 @@ WHICH_34: list[str] = [name for name, _, _ in _COMMANDS]
 
 #: Core groups: on 3.4 their C{help} says C{"Exported by": "core"}, on 4.0 the
 #: group name (4.0/README.md, "help ... names the core group").
-_CORE_GROUPS = {"statistics", "core", "tcp", "mem", "cache", "status_report", "evi",
-                "blacklists"}
+_CORE_GROUPS = {"statistics", "core", "tcp", "mem", "cache", "status_report", "evi", "blacklists"}
 
 #: C{help} texts seen in the traces; everything else "not available".
 _HELP_TEXTS = {"evi:subscribe": "subscribes an event to the Event Interface"}
@@ -188,8 +271,7 @@ class Command:
     recipes for one OpenSIPS version.
     """
 
-    def __init__(self, canonical: str, legacy: str | None,
-                 recipes: list[list[str]], version: str) -> None:
+    def __init__(self, canonical: str, legacy: str | None, recipes: list[list[str]], version: str) -> None:
         self.canonical = canonical
         self.legacy = legacy
         self.recipes = recipes
@@ -299,8 +381,9 @@ class CommandTable:
         if len(shorts) == 1:
             return shorts[0]
         if len(shorts) > 1:
-            raise MIError(-32001, "Method ambiguous",
-                          "supported names: " + ", ".join(c.canonical for c in shorts))
+            raise MIError(
+                -32001, "Method ambiguous", "supported names: " + ", ".join(c.canonical for c in shorts)
+            )
         cmd = self._legacy.get(name)
         if cmd is None:
             raise MIError(-32601, "Method not found")
@@ -418,8 +501,7 @@ class Respond:
     @ivar method: the method name as the request spelled it.
     """
 
-    def __init__(self, reply: Callable[[bytes], None] | None, request_id: Any,
-                 method: str) -> None:
+    def __init__(self, reply: Callable[[bytes], None] | None, request_id: Any, method: str) -> None:
         self._reply = reply
         self.request_id = request_id
         self.method = method

@@ -109,8 +109,7 @@ class Chain:
         try:
             step()
         except Exception:
-            self._log.failure("emulator step {name} at {offset} ms failed",
-                              name=self.name, offset=offset)
+            self._log.failure("emulator step {name} at {offset} ms failed", name=self.name, offset=offset)
         finally:
             self._running = False
         if self._call is None:

@@ -205,12 +205,20 @@ _UAS = ("baresip", "linphone", "sipp")
 #: What L{Phone.baresip}, L{Phone.linphone} and L{Phone.sipp} set unless told
 #: otherwise (3.4/README.md "User agents").
 _FLAVOURS: dict[str, dict[str, Any]] = {
-    "baresip": {"ua": "baresip", "status": "200 Answering", "refer": "baresip",
-                "hangs_up_after_transfer": True},
-    "linphone": {"ua": "linphone", "status": "200 Ok", "refer": "linphone",
-                 "hangs_up_after_transfer": False, "honours_replaces": True},
-    "sipp": {"ua": "sipp", "status": "200 OK", "refer": "reject",
-             "hangs_up_after_transfer": False},
+    "baresip": {
+        "ua": "baresip",
+        "status": "200 Answering",
+        "refer": "baresip",
+        "hangs_up_after_transfer": True,
+    },
+    "linphone": {
+        "ua": "linphone",
+        "status": "200 Ok",
+        "refer": "linphone",
+        "hangs_up_after_transfer": False,
+        "honours_replaces": True,
+    },
+    "sipp": {"ua": "sipp", "status": "200 OK", "refer": "reject", "hangs_up_after_transfer": False},
 }
 
 
@@ -305,12 +313,9 @@ def default_phones() -> dict[str, Phone]:
     traces.
     """
     return {
-        "sip:alice@127.0.0.1": Phone.baresip(
-            port=5071, contact="sip:alice-0x564a33827400@127.0.0.1:5071"),
-        "sip:bob@127.0.0.1": Phone.baresip(
-            port=5073, contact="sip:bob-0x558e493da400@127.0.0.1:5073"),
-        "sip:cindy@127.0.0.1": Phone.baresip(
-            port=5075, contact="sip:cindy-0x5638ba114400@127.0.0.1:5075"),
+        "sip:alice@127.0.0.1": Phone.baresip(port=5071, contact="sip:alice-0x564a33827400@127.0.0.1:5071"),
+        "sip:bob@127.0.0.1": Phone.baresip(port=5073, contact="sip:bob-0x558e493da400@127.0.0.1:5073"),
+        "sip:cindy@127.0.0.1": Phone.baresip(port=5075, contact="sip:cindy-0x5638ba114400@127.0.0.1:5075"),
         "sip:dave@127.0.0.1": Phone.linphone(port=5077),
         "sip:erin@127.0.0.1": Phone.linphone(port=5079),
         "sip:busy@127.0.0.1": Phone.sipp(port=5081, answer="busy"),
@@ -323,6 +328,7 @@ def default_phones() -> dict[str, Phone]:
 # ---------------------------------------------------------------------------
 # Identifiers
 # ---------------------------------------------------------------------------
+
 
 def core_hash(text: str, size: int = 4096) -> int:
     """
@@ -341,8 +347,12 @@ def core_hash(text: str, size: int = 4096) -> int:
     i = 0
     n = len(data)
     while i <= n - 4:
-        v = ((signed(data[i]) << 24) + (signed(data[i + 1]) << 16)
-             + (signed(data[i + 2]) << 8) + signed(data[i + 3])) & mask
+        v = (
+            (signed(data[i]) << 24)
+            + (signed(data[i + 1]) << 16)
+            + (signed(data[i + 2]) << 8)
+            + signed(data[i + 3])
+        ) & mask
         h = (h + (v ^ (v >> 3))) & mask
         i += 4
     v = 0
@@ -420,6 +430,7 @@ class IdFactory:
 # ---------------------------------------------------------------------------
 # Dialogs
 # ---------------------------------------------------------------------------
+
 
 @attr.s(auto_attribs=True, eq=False)
 class Leg:
@@ -527,7 +538,7 @@ def strip_uri(uri: str) -> str:
     """C{<sip:a@b>;tag=x} or C{"A" <sip:a@b>} -> C{sip:a@b}."""
     uri = uri.strip()
     if "<" in uri and ">" in uri:
-        return uri[uri.index("<") + 1:uri.index(">")]
+        return uri[uri.index("<") + 1 : uri.index(">")]
     return uri.split(";", 1)[0].strip()
 
 
@@ -544,14 +555,16 @@ def valid_sip_uri(uri: str) -> bool:
 def baresip_sdp(user: str, port: int, rng: random.Random) -> str:
     """An SDP like baresip's (3.4/i_dlg_list.jsonl C{caller_sdp})."""
     sess = rng.randrange(10**8, 10**10)
-    return ("v=0\r\n"
-            f"o=- {sess} {rng.randrange(10**7, 10**9)} IN IP4 127.0.0.1\r\n"
-            "s=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\na=tool:baresip 1.0.0\r\n"
-            f"m=audio {port} RTP/AVP 0 101\r\n"
-            "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
-            "a=fmtp:101 0-15\r\na=sendrecv\r\na=label:1\r\n"
-            f"a=ssrc:{rng.randrange(10**8, 4 * 10**9)} cname:sip:{user}@127.0.0.1\r\n"
-            "a=minptime:20\r\na=ptime:20\r\n")
+    return (
+        "v=0\r\n"
+        f"o=- {sess} {rng.randrange(10**7, 10**9)} IN IP4 127.0.0.1\r\n"
+        "s=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\na=tool:baresip 1.0.0\r\n"
+        f"m=audio {port} RTP/AVP 0 101\r\n"
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+        "a=fmtp:101 0-15\r\na=sendrecv\r\na=label:1\r\n"
+        f"a=ssrc:{rng.randrange(10**8, 4 * 10**9)} cname:sip:{user}@127.0.0.1\r\n"
+        "a=minptime:20\r\na=ptime:20\r\n"
+    )
 
 
 def phone_sdp(user: str, rng: random.Random) -> str:

@@ -27,8 +27,10 @@ __all__ = ["EMULATOR_BANNER", "EventSender", "MIProtocol", "RunningEmulator", "s
 
 #: What the emulator says when it starts (log line, standalone banner);
 #: C{{version}} is the imitated OpenSIPS version.
-EMULATOR_BANNER = ("OpenSIPS EMULATOR (callapi.emulator) - this is NOT a real "
-                   "OpenSIPS; it imitates OpenSIPS {version} from recorded traces")
+EMULATOR_BANNER = (
+    "OpenSIPS EMULATOR (callapi.emulator) - this is NOT a real "
+    "OpenSIPS; it imitates OpenSIPS {version} from recorded traces"
+)
 
 
 class MIProtocol(DatagramProtocol):
@@ -48,8 +50,7 @@ class MIProtocol(DatagramProtocol):
             try:
                 transport.write(data, addr)
             except OSError as e:
-                self._log.warn("MI: cannot answer {addr}: {error}", addr=addr,
-                               error=str(e))
+                self._log.warn("MI: cannot answer {addr}: {error}", addr=addr, error=str(e))
 
         self.emulator.handle_datagram(datagram, reply)
 
@@ -74,8 +75,7 @@ class EventSender(DatagramProtocol):
             elif socket.startswith("unix:"):
                 self._send_unix(socket[5:], datagram)
         except Exception as e:  # OSError, or InvalidAddressError for a host name
-            self._log.warn("EVI: cannot send to {socket}: {error}", socket=socket,
-                           error=str(e))
+            self._log.warn("EVI: cannot send to {socket}: {error}", socket=socket, error=str(e))
 
     def _send_unix(self, path: str, datagram: bytes) -> None:
         if self._unix is None:
@@ -107,11 +107,17 @@ class RunningEmulator:
         return gatherResults(ds).addCallback(lambda _: None)
 
 
-def start_emulator(reactor: Any, host: str = "127.0.0.1", port: int = 0,
-                   version: str = "3.4", delay_scale: float = 1.0, *,
-                   phones: Mapping[str, Phone] | None = None,
-                   pass_provisional_replies: bool = False,
-                   seed: int | None = None) -> RunningEmulator:
+def start_emulator(
+    reactor: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    version: str = "3.4",
+    delay_scale: float = 1.0,
+    *,
+    phones: Mapping[str, Phone] | None = None,
+    pass_provisional_replies: bool = False,
+    seed: int | None = None,
+) -> RunningEmulator:
     """
     Listen for MI datagrams on C{host:port} (UDP, 0 = any free port) and send
     events from a socket of its own.  Synchronous.
@@ -120,14 +126,17 @@ def start_emulator(reactor: Any, host: str = "127.0.0.1", port: int = 0,
         (L{default_phones}).
     """
     sender = EventSender()
-    emulator = OpenSIPSEmulator(reactor, sender.send, version=version,
-                                delay_scale=delay_scale,
-                                pass_provisional_replies=pass_provisional_replies,
-                                seed=seed)
+    emulator = OpenSIPSEmulator(
+        reactor,
+        sender.send,
+        version=version,
+        delay_scale=delay_scale,
+        pass_provisional_replies=pass_provisional_replies,
+        seed=seed,
+    )
     for uri, phone in (default_phones() if phones is None else phones).items():
         emulator.add_phone(uri, phone)
-    mi_port = reactor.listenUDP(port, MIProtocol(emulator), interface=host,
-                                maxPacketSize=65535)
+    mi_port = reactor.listenUDP(port, MIProtocol(emulator), interface=host, maxPacketSize=65535)
     # a burst of MI requests must not overflow the default ~208 KiB buffer
     # (a real mi_datagram socket needs the same: docs/opensips.md)
     try:
@@ -136,7 +145,7 @@ def start_emulator(reactor: Any, host: str = "127.0.0.1", port: int = 0,
         pass
     event_port = reactor.listenUDP(0, sender, interface=host, maxPacketSize=65535)
     address = mi_port.getHost()
-    logger("callapi.emulator").info(EMULATOR_BANNER + " - MI on udp:{host}:{port}",
-                                    version=version, host=address.host, port=address.port)
-    return RunningEmulator(emulator, (address.host, address.port), [mi_port, event_port],
-                           sender)
+    logger("callapi.emulator").info(
+        EMULATOR_BANNER + " - MI on udp:{host}:{port}", version=version, host=address.host, port=address.port
+    )
+    return RunningEmulator(emulator, (address.host, address.port), [mi_port, event_port], sender)

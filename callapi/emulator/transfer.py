@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 from callapi.emulator import sip
 from callapi.emulator.invite import Final
 from callapi.emulator.mi_table import (
-    ASYNC, Handler, MIError, Respond, invalid_params, param_str, server_error,
+    ASYNC,
+    Handler,
+    MIError,
+    Respond,
+    invalid_params,
+    param_str,
+    server_error,
 )
 from callapi.emulator.sip import Dialog, Leg
 
@@ -91,8 +97,7 @@ class Transfers:
         dlg.transfer = "running"
         transferee = dlg.leg(leg_name)
         dlg.other(leg_name).cseq += 1  # the REFER continues the other side's CSeq
-        _Transfer(emu, dlg, leg_name, transferee, destination, respond,
-                  dlg2=dlg2, tleg_name=tleg_name).run()
+        _Transfer(emu, dlg, leg_name, transferee, destination, respond, dlg2=dlg2, tleg_name=tleg_name).run()
         return ASYNC
 
 
@@ -102,9 +107,18 @@ class _Transfer:
     the E_CALL_TRANSFER events callops raises for it.
     """
 
-    def __init__(self, emu: OpenSIPSEmulator, dlg: Dialog, leg_name: str, transferee: Leg,
-                 destination: str, respond: Respond, *, dlg2: Dialog | None,
-                 tleg_name: str | None) -> None:
+    def __init__(
+        self,
+        emu: OpenSIPSEmulator,
+        dlg: Dialog,
+        leg_name: str,
+        transferee: Leg,
+        destination: str,
+        respond: Respond,
+        *,
+        dlg2: Dialog | None,
+        tleg_name: str | None,
+    ) -> None:
         self.emu = emu
         self.dlg = dlg
         self.leg_name = leg_name
@@ -127,8 +141,7 @@ class _Transfer:
         phone = self.transferee.phone
         emu = self.emu
         reply = lambda: self.respond.result("Accepted")
-        if (phone is None or not self.transferee.alive or phone.refer == "reject"
-                or self.dlg.state < 3):
+        if phone is None or not self.transferee.alive or phone.refer == "reject" or self.dlg.state < 3:
             # REFER refused (501, or an early dialog: not traced) or never
             # answered: nothing but "Accepted"
             # (3.4/d_blind_transfer_refer_rejected.jsonl)
@@ -155,16 +168,15 @@ class _Transfer:
             if not target_known:
                 invite_ms = sip.UNKNOWN_TARGET_START_MS
             if delay > 0:
-                self.chain.add(sip.BARESIP_NOTIFY_MS + delay,
-                               lambda: self._notify("100 Trying"))
+                self.chain.add(sip.BARESIP_NOTIFY_MS + delay, lambda: self._notify("100 Trying"))
             elif phone.hangs_up_after_transfer:
-                self.chain.add(sip.BARESIP_BYE_MS if target_known
-                               else sip.UNKNOWN_TARGET_START_MS + 0.7, self._hangup_old)
+                self.chain.add(
+                    sip.BARESIP_BYE_MS if target_known else sip.UNKNOWN_TARGET_START_MS + 0.7,
+                    self._hangup_old,
+                )
         else:  # linphone
-            invite_ms = (sip.LINPHONE_ATTENDED_INVITE_MS if self.attended
-                         else sip.LINPHONE_INVITE_MS)
-            self.chain.add(invite_ms + sip.LINPHONE_NOTIFY_TRYING_MS,
-                           lambda: self._notify("100 Trying"))
+            invite_ms = sip.LINPHONE_ATTENDED_INVITE_MS if self.attended else sip.LINPHONE_INVITE_MS
+            self.chain.add(invite_ms + sip.LINPHONE_NOTIFY_TRYING_MS, lambda: self._notify("100 Trying"))
         if target_known:
             self.chain.add(sip.TRANSFER_REPLY_MS, reply)
         else:
@@ -180,13 +192,19 @@ class _Transfer:
         if self.dlg.active:
             self.emu._end_dialog(self.dlg)
 
-    def _xfer(self, dlg: Dialog, leg: str, state: str, status: str,
-              destination: str | None = None) -> None:
+    def _xfer(self, dlg: Dialog, leg: str, state: str, status: str, destination: str | None = None) -> None:
         assert self.new is not None
-        self.emu._evi.raise_event("E_CALL_TRANSFER", {
-            "callid": dlg.callid, "leg": leg, "transfer_callid": self.new.callid,
-            "destination": self.destination if destination is None else destination,
-            "state": state, "status": status})
+        self.emu._evi.raise_event(
+            "E_CALL_TRANSFER",
+            {
+                "callid": dlg.callid,
+                "leg": leg,
+                "transfer_callid": self.new.callid,
+                "destination": self.destination if destination is None else destination,
+                "state": state,
+                "status": status,
+            },
+        )
 
     def _notify(self, status: str) -> None:
         """C{notify}: only for the call that got the REFER; C{leg} empty once
@@ -194,8 +212,7 @@ class _Transfer:
         (3.4/README.md "E_CALL_TRANSFER")."""
         if self.new is None:
             return
-        self._xfer(self.dlg, "" if self.ended else self.leg_name, "notify", status,
-                   destination="")
+        self._xfer(self.dlg, "" if self.ended else self.leg_name, "notify", status, destination="")
 
     def _new_call(self, *, linked: bool) -> None:
         """
@@ -220,15 +237,18 @@ class _Transfer:
             # into the R-URI and copies it into To, with its separators
             # mangled (3.4/e_attended_transfer_baresip.jsonl, dlg_list id 6)
             d2 = self.dlg2
-            near, far = ((d2.callee, d2.caller) if self.tleg_name == "callee"
-                         else (d2.caller, d2.callee))
-            to_uri = (f"{self.destination}?Replaces={d2.callid}?to-tag?{near.tag}"
-                      f"?from-tag?{far.tag}")
+            near, far = (d2.callee, d2.caller) if self.tleg_name == "callee" else (d2.caller, d2.callee)
+            to_uri = f"{self.destination}?Replaces={d2.callid}?to-tag?{near.tag}?from-tag?{far.tag}"
         callid = emu._ids.callid(phone.ua)
-        new = emu._new_dialog(callid, caller_uri=from_uri, caller_phone=phone_uri,
-                              caller_contact=phone.contact_for(user),
-                              caller_tag=emu._ids.tag(phone.ua), callee_uri=to_uri,
-                              callee_user=sip.user_of(self.destination))
+        new = emu._new_dialog(
+            callid,
+            caller_uri=from_uri,
+            caller_phone=phone_uri,
+            caller_contact=phone.contact_for(user),
+            caller_tag=emu._ids.tag(phone.ua),
+            callee_uri=to_uri,
+            callee_user=sip.user_of(self.destination),
+        )
         new.caller.cseq = 20 if phone.ua == "linphone" else emu._ids.cseq()
         self.new = new
         target = new.callee.phone
@@ -245,15 +265,22 @@ class _Transfer:
 
                     def ring_extra() -> None:
                         # the target honours Replaces: BYE to the replaced call
-                        emu._sched.chain(f"replaces {dlg2.callid}", [
-                            (sip.REPLACES_BYE_MS, partial(emu._hangup_if_active, dlg2))])
+                        emu._sched.chain(
+                            f"replaces {dlg2.callid}",
+                            [(sip.REPLACES_BYE_MS, partial(emu._hangup_if_active, dlg2))],
+                        )
             else:
                 # 3.4 and 4.0 blind transfers: ``leg`` carries the new Call-ID
                 self._xfer(self.dlg, callid, "start", "")
-        emu._invites.route(new, start_ms=0.0, ack_ms=phone.timing["ack"],
-                           on_final=(self._final if linked else (lambda f: None)),
-                           answer_ms=answer_ms, on_ring_extra=ring_extra,
-                           unknown_ms=sip.TRANSFER_UNKNOWN_USER_MS)
+        emu._invites.route(
+            new,
+            start_ms=0.0,
+            ack_ms=phone.timing["ack"],
+            on_final=(self._final if linked else (lambda f: None)),
+            answer_ms=answer_ms,
+            on_ring_extra=ring_extra,
+            unknown_ms=sip.TRANSFER_UNKNOWN_USER_MS,
+        )
 
     def _final(self, final: Final) -> None:
         """
@@ -283,11 +310,11 @@ class _Transfer:
         assert phone is not None
         if phone.refer == "linphone":
             sipfrag = "200 Ok" if state == "ok" else final.status
-            emu._sched.chain(f"notify {self.dlg.callid}", [
-                (sip.LINPHONE_NOTIFY_FINAL_MS, lambda: self._notify(sipfrag))])
+            emu._sched.chain(
+                f"notify {self.dlg.callid}", [(sip.LINPHONE_NOTIFY_FINAL_MS, lambda: self._notify(sipfrag))]
+            )
         elif emu._shv.notify_delay > 0:
             delay = emu._shv.notify_delay
             sipfrag = "200 OK" if state == "ok" else final.status
             wait = (sip.BARESIP_NOTIFY_OK_MS if state == "ok" else 0.0) + delay
-            emu._sched.chain(f"notify {self.dlg.callid}", [
-                (wait, lambda: self._notify(sipfrag))])
+            emu._sched.chain(f"notify {self.dlg.callid}", [(wait, lambda: self._notify(sipfrag))])

@@ -81,8 +81,7 @@ class UAC:
     def waiting_finals(self, dlg: Dialog) -> list[Callable[[Final], None]]:
         """Who hears the final answer of C{dlg}'s click-to-dial INVITE, if
         t_uac_dlg is still waiting for it (for C{dlg_end_dlg})."""
-        return [p.on_final for p in list(self._pending.values())
-                if p.dialog is dlg and not p.done]
+        return [p.on_final for p in list(self._pending.values()) if p.dialog is dlg and not p.done]
 
     def _cmd_uac_dlg(self, params: dict[str, Any], respond: Respond) -> Any:
         """
@@ -122,21 +121,33 @@ class UAC:
         if body and _header(headers, "Content-Length", "l") is not None:
             raise MIError(400, "Content-Length not allowed")
         ids = self._emu._ids
-        callid = _header(headers, "Call-ID", "Call-Id", "i") or \
-            f"{ids.hex(8)}-{ids.hex(4)}@127.0.0.1"
+        callid = _header(headers, "Call-ID", "Call-Id", "i") or f"{ids.hex(8)}-{ids.hex(4)}@127.0.0.1"
         if method == "INVITE":
-            self._invite(respond, ruri=ruri, from_hdr=from_hdr, to_hdr=to_hdr,
-                         contact=_header(headers, "Contact", "m"), callid=callid,
-                         cseq=cseq, body=body)
+            self._invite(
+                respond,
+                ruri=ruri,
+                from_hdr=from_hdr,
+                to_hdr=to_hdr,
+                contact=_header(headers, "Contact", "m"),
+                callid=callid,
+                cseq=cseq,
+                body=body,
+            )
         else:
             via_proxy = next_hop is not None or _header(headers, "Route") is not None
-            self._request(respond, method=method, ruri=ruri, callid=callid,
-                          via_proxy=via_proxy, from_hdr=from_hdr, to_hdr=to_hdr,
-                          cseq=cseq)
+            self._request(
+                respond,
+                method=method,
+                ruri=ruri,
+                callid=callid,
+                via_proxy=via_proxy,
+                from_hdr=from_hdr,
+                to_hdr=to_hdr,
+                cseq=cseq,
+            )
         return ASYNC
 
-    def _message(self, dlg: Dialog, final: Final, *, method: str = "INVITE",
-                 cseq: int = 1) -> str:
+    def _message(self, dlg: Dialog, final: Final, *, method: str = "INVITE", cseq: int = 1) -> str:
         """A plausible C{Message} (reply headers + body, no status line)."""
         emu = self._emu
         phone = dlg.callee.phone
@@ -156,15 +167,24 @@ class UAC:
         body = ""
         if final.code < 300 and method == "INVITE" and phone is not None:
             lines.append(f"Contact: <{dlg.callee.contact}>")
-            lines.append("Allow: INVITE,ACK,BYE,CANCEL,OPTIONS,NOTIFY,SUBSCRIBE,INFO,"
-                         "MESSAGE,REFER")
+            lines.append("Allow: INVITE,ACK,BYE,CANCEL,OPTIONS,NOTIFY,SUBSCRIBE,INFO,MESSAGE,REFER")
             body = dlg.callee.sdp or ""
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body.encode('utf-8'))}")
         return "\r\n".join(lines) + "\r\n\r\n" + body
 
-    def _invite(self, respond: Respond, *, ruri: str, from_hdr: str, to_hdr: str,
-                contact: str | None, callid: str, cseq: int, body: str | None) -> None:
+    def _invite(
+        self,
+        respond: Respond,
+        *,
+        ruri: str,
+        from_hdr: str,
+        to_hdr: str,
+        contact: str | None,
+        callid: str,
+        cseq: int,
+        body: str | None,
+    ) -> None:
         """
         A click-to-dial INVITE: the dialog's callee is the phone named by the
         R-URI user, its caller leg OpenSIPS' own UAC.  Result shapes from
@@ -175,11 +195,15 @@ class UAC:
         """
         emu = self._emu
         emu._purge_deleted()
-        dlg = emu._new_dialog(callid, caller_uri=sip.strip_uri(from_hdr), caller_phone=None,
-                              caller_contact=sip.strip_uri(contact) if contact else "",
-                              caller_tag=_tag_of(from_hdr) or emu._ids.local_tag(),
-                              callee_uri=sip.strip_uri(to_hdr),
-                              callee_user=sip.user_of(ruri))
+        dlg = emu._new_dialog(
+            callid,
+            caller_uri=sip.strip_uri(from_hdr),
+            caller_phone=None,
+            caller_contact=sip.strip_uri(contact) if contact else "",
+            caller_tag=_tag_of(from_hdr) or emu._ids.local_tag(),
+            callee_uri=sip.strip_uri(to_hdr),
+            callee_user=sip.user_of(ruri),
+        )
         dlg.click_to_dial = True
         dlg.caller.cseq = cseq
         dlg.caller.sdp = body
@@ -192,30 +216,47 @@ class UAC:
             self._pending.pop(key, None)
             if final.code < 300:
                 did = dlg.dialog_id
-                respond.result({
-                    "Status": final.status, "RURI": dlg.callee.contact,
-                    "Next-hop": f"sip:127.0.0.1;lr;did={did}",
-                    "Routes": [f"<sip:127.0.0.1;lr;did={did}>"],
-                    "Message": self._message(dlg, final, cseq=cseq)})
+                respond.result(
+                    {
+                        "Status": final.status,
+                        "RURI": dlg.callee.contact,
+                        "Next-hop": f"sip:127.0.0.1;lr;did={did}",
+                        "Routes": [f"<sip:127.0.0.1;lr;did={did}>"],
+                        "Message": self._message(dlg, final, cseq=cseq),
+                    }
+                )
             elif final.message:
-                respond.result({"Status": final.status,
-                                "Message": self._message(dlg, final, cseq=cseq)})
+                respond.result({"Status": final.status, "Message": self._message(dlg, final, cseq=cseq)})
             else:
                 respond.result({"Status": final.status})
 
         def on_ringing() -> None:
             if emu.pass_provisional_replies and not pending.done:
-                respond.result({"Status": "180 Ringing",
-                                "Message": self._message(dlg, Final(180, "180 Ringing"),
-                                                         cseq=cseq)})
+                respond.result(
+                    {
+                        "Status": "180 Ringing",
+                        "Message": self._message(dlg, Final(180, "180 Ringing"), cseq=cseq),
+                    }
+                )
 
         pending = _PendingInvite(dlg, emu.clock.seconds(), on_final)
         self._pending[key] = pending
-        emu._invites.route(dlg, start_ms=0.0, ack_ms=sip.LOCAL_ACK_MS,
-                           on_final=on_final, on_ringing=on_ringing)
+        emu._invites.route(
+            dlg, start_ms=0.0, ack_ms=sip.LOCAL_ACK_MS, on_final=on_final, on_ringing=on_ringing
+        )
 
-    def _request(self, respond: Respond, *, method: str, ruri: str, callid: str,
-                 via_proxy: bool, from_hdr: str, to_hdr: str, cseq: int) -> None:
+    def _request(
+        self,
+        respond: Respond,
+        *,
+        method: str,
+        ruri: str,
+        callid: str,
+        via_proxy: bool,
+        from_hdr: str,
+        to_hdr: str,
+        cseq: int,
+    ) -> None:
         """
         A non-INVITE t_uac_dlg (the Go Call API's BYE,
         3.4/a_click_to_dial_bye_variants.jsonl): straight to the R-URI the
@@ -242,8 +283,9 @@ class UAC:
         steps: list[tuple[float, Callable[[], None]]] = []
         if phone is None:
             # nothing answers there: tm's fr_timeout, a local 408
-            steps.append((sip.NO_ANSWER_NON_INVITE_MS,
-                          lambda: respond.result({"Status": "408 Request Timeout"})))
+            steps.append(
+                (sip.NO_ANSWER_NON_INVITE_MS, lambda: respond.result({"Status": "408 Request Timeout"}))
+            )
             emu._sched.chain(f"uac {method} {callid}", steps)
             return
         reply_ms = phone.timing["bye"]
@@ -260,10 +302,11 @@ class UAC:
             status = "481 Call Does Not Exist"
 
         def send() -> None:
-            msg = (self._message(dlg, Final(int(status.split()[0]), status),
-                                 method=method, cseq=cseq)
-                   if dlg is not None else
-                   f"Call-ID: {callid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n")
+            msg = (
+                self._message(dlg, Final(int(status.split()[0]), status), method=method, cseq=cseq)
+                if dlg is not None
+                else f"Call-ID: {callid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+            )
             respond.result({"Status": status, "Message": msg})
 
         steps.append((reply_ms, send))
@@ -294,10 +337,14 @@ class UAC:
             dlg.invite_chain.cancel()
             dlg.invite_chain = None
         elapsed_ms = (emu.clock.seconds() - pending.t0) * 1000.0
-        emu._sched.chain(f"uac_cancel {callid}", [
-            (sip.UAC_CANCEL_EVENT_MS, lambda: emu._end_dialog(dlg)),
-            (max(sip.UAC_CANCEL_EVENT_MS, sip.UAC_CANCEL_408_MS - elapsed_ms),
-             lambda: pending.on_final(Final(408, "408 Request Timeout", local=True,
-                                             message=False))),
-        ])
+        emu._sched.chain(
+            f"uac_cancel {callid}",
+            [
+                (sip.UAC_CANCEL_EVENT_MS, lambda: emu._end_dialog(dlg)),
+                (
+                    max(sip.UAC_CANCEL_EVENT_MS, sip.UAC_CANCEL_408_MS - elapsed_ms),
+                    lambda: pending.on_final(Final(408, "408 Request Timeout", local=True, message=False)),
+                ),
+            ],
+        )
         return "OK"

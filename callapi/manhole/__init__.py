@@ -25,6 +25,17 @@ from callapi.manhole.namespace import CommandTable, manhole_namespace
 from callapi.manhole.options import check_manhole_options, is_loopback
 from callapi.manhole.service import STOP_TIMEOUT, ManholeService, makeManholeService
 
-__all__ = ["BANNER", "EXEC_REFUSED", "HOST_KEY_NAME", "STOP_TIMEOUT", "CommandTable", "ManholeService",
-           "check_manhole_options", "is_loopback", "load_host_key", "makeManholeService",
-           "manhole_namespace", "read_authorized_keys"]
+__all__ = [
+    "BANNER",
+    "EXEC_REFUSED",
+    "HOST_KEY_NAME",
+    "STOP_TIMEOUT",
+    "CommandTable",
+    "ManholeService",
+    "check_manhole_options",
+    "is_loopback",
+    "load_host_key",
+    "makeManholeService",
+    "manhole_namespace",
+    "read_authorized_keys",
+]

@@ -13,11 +13,15 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-BANNER = ("callapi manhole.  Names: root, services, mi, hub, subscriptions(), "
-          "commands(), reactor.  Ctrl-D leaves.\n")
+BANNER = (
+    "callapi manhole.  Names: root, services, mi, hub, subscriptions(), "
+    "commands(), reactor.  Ctrl-D leaves.\n"
+)
 
-EXEC_REFUSED = (b"callapi manhole: this is an interactive Python console; "
-                b"connect without a command (ssh -p PORT HOST)\r\n")
+EXEC_REFUSED = (
+    b"callapi manhole: this is an interactive Python console; "
+    b"connect without a command (ssh -p PORT HOST)\r\n"
+)
 
 
 @functools.cache
@@ -55,8 +59,8 @@ def conch_classes() -> types.SimpleNamespace:
 
         def openShell(self, proto: Any) -> None:
             self._terminal = self.transportFactory(
-                proto, self.chainedProtocolFactory(), IConchUser(self.original),
-                self.width, self.height)
+                proto, self.chainedProtocolFactory(), IConchUser(self.original), self.width, self.height
+            )
 
         def execCommand(self, proto: Any, cmd: bytes) -> None:
             def refuse() -> None:
@@ -70,8 +74,7 @@ def conch_classes() -> types.SimpleNamespace:
         def windowChanged(self, newWindowSize: tuple[int, ...]) -> None:
             self._resize(newWindowSize)
             if self._terminal is not None:
-                self._terminal.chainedProtocol.terminalProtocol.terminalSize(
-                    self.width, self.height)
+                self._terminal.chainedProtocol.terminalProtocol.terminalSize(self.width, self.height)
 
         def eofReceived(self) -> None:
             if self._terminal is not None:

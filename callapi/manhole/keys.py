@@ -89,8 +89,8 @@ def load_host_key(key_dir: str) -> Key:
     path = os.path.join(key_dir, HOST_KEY_NAME)
     if not os.path.exists(path):
         pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption())
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
@@ -120,8 +120,7 @@ def _authorized_keys_file_class() -> Any:
             try:
                 return read_authorized_keys(self.path)[0]
             except OSError as e:
-                _log.warn("manhole: cannot read {keys_file}: {error}",
-                          keys_file=self.path, error=e)
+                _log.warn("manhole: cannot read {keys_file}: {error}", keys_file=self.path, error=e)
                 return []
 
     return AuthorizedKeysFile
@@ -161,19 +160,22 @@ class AuditingKeyChecker:
                 fingerprint = key_fingerprint(Key.fromString(credentials.blob))
             except Exception:
                 fingerprint = "?"
-            return {"user": credentials.username.decode("utf-8", "replace"),
-                    "fingerprint": fingerprint, "keys_file": self._keys_file}
+            return {
+                "user": credentials.username.decode("utf-8", "replace"),
+                "fingerprint": fingerprint,
+                "keys_file": self._keys_file,
+            }
 
         def accepted(avatar_id: Any) -> Any:
             _log.info("manhole login by {user} with key {fingerprint}", **describe())
             return avatar_id
 
         def refused(reason: Failure) -> Failure:
-            _log.warn("manhole login refused for {user} with key {fingerprint} "
-                      "(keys from {keys_file}): {error}",
-                      error=reason.getErrorMessage(), **describe())
+            _log.warn(
+                "manhole login refused for {user} with key {fingerprint} (keys from {keys_file}): {error}",
+                error=reason.getErrorMessage(),
+                **describe(),
+            )
             return reason
 
         return d.addCallbacks(accepted, refused)
-
-

@@ -22,10 +22,12 @@ class CommandTable(dict):  # type: ignore[type-arg]
         lines = []
         for key, command in self.items():
             outstanding = getattr(command, "outstanding", None)
-            lines.append(f"{key!r}: {getattr(command, 'method', '?')} "
-                         f"cmd_id={getattr(command, 'cmd_id', '?')!r} "
-                         f"state={getattr(command, 'state', '?')!r} "
-                         f"outstanding={outstanding!r}")
+            lines.append(
+                f"{key!r}: {getattr(command, 'method', '?')} "
+                f"cmd_id={getattr(command, 'cmd_id', '?')!r} "
+                f"state={getattr(command, 'state', '?')!r} "
+                f"outstanding={outstanding!r}"
+            )
         return "{" + ",\n ".join(lines) + "}"
 
 

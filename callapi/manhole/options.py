@@ -28,11 +28,10 @@ def require_conch() -> None:
     """
     try:
         import cryptography  # noqa: F401
-        import twisted.conch.manhole_ssh  # noqa: F401
+        import twisted.conch.manhole_ssh
         import twisted.conch.ssh.keys  # noqa: F401
     except ImportError as e:
-        raise usage.UsageError(
-            f"--manhole needs the conch extra: {_INSTALL_HINT} ({e})") from None
+        raise usage.UsageError(f"--manhole needs the conch extra: {_INSTALL_HINT} ({e})") from None
 
 
 def split_endpoint(description: str) -> tuple[str, list[str], dict[str, str]]:
@@ -102,8 +101,8 @@ def check_endpoint(options: Mapping[str, Any]) -> str:
                 raise ValueError(port)
         except ValueError:
             raise usage.UsageError(
-                f"--manhole {description!r}: needs a port number, e.g. "
-                "tcp:2222:interface=127.0.0.1") from None
+                f"--manhole {description!r}: needs a port number, e.g. tcp:2222:interface=127.0.0.1"
+            ) from None
         interface = kwargs.get("interface")
         if interface == "localhost":
             loopback = "\\:\\:1" if kind == "tcp6" else "127.0.0.1"
@@ -114,11 +113,13 @@ def check_endpoint(options: Mapping[str, Any]) -> str:
         if interface is None:
             raise usage.UsageError(
                 f"--manhole {description!r} binds every address; add interface=127.0.0.1 "
-                "(or pass --manhole-allow-remote)")
+                "(or pass --manhole-allow-remote)"
+            )
         if not is_loopback(interface):
             raise usage.UsageError(
                 f"--manhole {description!r} binds {interface}, not a loopback address "
-                "(pass --manhole-allow-remote to allow it)")
+                "(pass --manhole-allow-remote to allow it)"
+            )
         return description
     if kind == "unix":
         if not (args or kwargs.get("address")):
@@ -128,7 +129,8 @@ def check_endpoint(options: Mapping[str, Any]) -> str:
         return description
     raise usage.UsageError(
         f"--manhole {description!r}: cannot tell whether a {kind!r} endpoint binds only "
-        "loopback; use tcp:PORT:interface=127.0.0.1 (or pass --manhole-allow-remote)")
+        "loopback; use tcp:PORT:interface=127.0.0.1 (or pass --manhole-allow-remote)"
+    )
 
 
 def check_manhole_options(options: Mapping[str, Any]) -> None:
@@ -153,7 +155,8 @@ def check_manhole_options(options: Mapping[str, Any]) -> None:
     keys_file = options.get("manhole-keys")
     if not keys_file:
         raise usage.UsageError(
-            "--manhole needs --manhole-keys, an authorized_keys file (there are no passwords)")
+            "--manhole needs --manhole-keys, an authorized_keys file (there are no passwords)"
+        )
     try:
         found, bad = read_authorized_keys(str(keys_file))
     except OSError as e:
@@ -161,8 +164,9 @@ def check_manhole_options(options: Mapping[str, Any]) -> None:
     if not found:
         raise usage.UsageError(f"--manhole-keys {keys_file}: holds no parsable public key")
     if bad:
-        _log.warn("manhole: ignoring lines {lines} of {keys_file}: not a public key",
-                  lines=bad, keys_file=keys_file)
+        _log.warn(
+            "manhole: ignoring lines {lines} of {keys_file}: not a public key", lines=bad, keys_file=keys_file
+        )
     key_dir = options.get("manhole-key-dir")
     if key_dir and os.path.exists(key_dir) and not os.path.isdir(key_dir):
         raise usage.UsageError(f"--manhole-key-dir {key_dir}: not a directory")

@@ -73,6 +73,7 @@ class _TrackingFactory(WrappingFactory):
         """
         waits = []
         for wrapper in list(self.protocols):
+
             def abort(_: Deferred[None], wrapper: Any = wrapper) -> None:
                 wrapper.transport.abortConnection()
 
@@ -95,8 +96,15 @@ class ManholeService(Service):
 
     _log = logger()
 
-    def __init__(self, endpoint: IStreamServerEndpoint, factory: Any, reactor: Any,
-                 host_key: Key, key_dir: str, remove_key_dir: bool = False) -> None:
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: Any,
+        reactor: Any,
+        host_key: Key,
+        key_dir: str,
+        remove_key_dir: bool = False,
+    ) -> None:
         self._endpoint = endpoint
         self._factory = _TrackingFactory(factory)
         self._reactor = reactor
@@ -162,15 +170,25 @@ class ManholeService(Service):
         address = port.getHost()
         fingerprint = key_fingerprint(self.host_key)
         if isinstance(address, (IPv4Address, IPv6Address)):
-            self._log.info("manhole listening on {host} port {port}, host key {fingerprint}",
-                           host=address.host, port=address.port, fingerprint=fingerprint)
+            self._log.info(
+                "manhole listening on {host} port {port}, host key {fingerprint}",
+                host=address.host,
+                port=address.port,
+                fingerprint=fingerprint,
+            )
             if not is_loopback(address.host):
-                self._log.warn("manhole bound to non-loopback address {host} port {port}: "
-                               "anyone reaching it with an authorized key gets a Python prompt",
-                               host=address.host, port=address.port)
+                self._log.warn(
+                    "manhole bound to non-loopback address {host} port {port}: "
+                    "anyone reaching it with an authorized key gets a Python prompt",
+                    host=address.host,
+                    port=address.port,
+                )
         else:
-            self._log.info("manhole listening on {address}, host key {fingerprint}",
-                           address=address, fingerprint=fingerprint)
+            self._log.info(
+                "manhole listening on {address}, host key {fingerprint}",
+                address=address,
+                fingerprint=fingerprint,
+            )
         self._notify(port)
 
     def _notify(self, result: IListeningPort | Failure) -> None:
@@ -202,8 +220,7 @@ class ManholeService(Service):
         return gatherResults(waits).addCallback(lambda _: None)
 
 
-def makeManholeService(options: Mapping[str, Any], root_service: Any,
-                       reactor: Any) -> ManholeService:
+def makeManholeService(options: Mapping[str, Any], root_service: Any, reactor: Any) -> ManholeService:
     """
     Build the (unstarted) manhole service.
 
@@ -247,7 +264,8 @@ def makeManholeService(options: Mapping[str, Any], root_service: Any,
 
     realm = TerminalRealm()
     realm.sessionFactory = functools.partial(  # type: ignore[assignment]
-        classes.ConsoleSession, clock=reactor)
+        classes.ConsoleSession, clock=reactor
+    )
     realm.chainedProtocolFactory = terminal  # type: ignore[assignment]
     keys_file = str(options["manhole-keys"])
     checker = SSHPublicKeyChecker(authorized_keys_db(keys_file))
@@ -257,5 +275,4 @@ def makeManholeService(options: Mapping[str, Any], root_service: Any,
     # (ConchFactory annotates them as bytes; SSHFactory wants Key objects.)
     factory.publicKeys = {host_key.sshType(): host_key.public()}  # type: ignore[dict-item]
     factory.privateKeys = {host_key.sshType(): host_key}  # type: ignore[dict-item]
-    return ManholeService(endpoint, factory, reactor, host_key, str(key_dir),
-                          remove_key_dir=remove_key_dir)
+    return ManholeService(endpoint, factory, reactor, host_key, str(key_dir), remove_key_dir=remove_key_dir)

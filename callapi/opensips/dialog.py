@@ -155,8 +155,7 @@ def parse_dialog_state_changed(params: dict[str, Any]) -> DialogStateChanged | N
         _log.warn("dropped a malformed E_DLG_STATE_CHANGED {params!r}", params=params)
         return None
     dialog_id = params.get("id")
-    return DialogStateChanged(callid, dialog_id if isinstance(dialog_id, str) else None,
-                              old_state, new_state)
+    return DialogStateChanged(callid, dialog_id if isinstance(dialog_id, str) else None, old_state, new_state)
 
 
 def parse_transfer(params: dict[str, Any]) -> TransferEvent | None:
@@ -172,14 +171,23 @@ def parse_transfer(params: dict[str, Any]) -> TransferEvent | None:
     state = params.get("state")
     destination = params.get("destination")
     status = params.get("status")
-    if (not isinstance(callid, str) or not isinstance(transfer_callid, str)
-            or not isinstance(state, str) or state not in _TRANSFER_STATES
-            or not (destination is None or isinstance(destination, str))
-            or not (status is None or isinstance(status, str))):
+    if (
+        not isinstance(callid, str)
+        or not isinstance(transfer_callid, str)
+        or not isinstance(state, str)
+        or state not in _TRANSFER_STATES
+        or not (destination is None or isinstance(destination, str))
+        or not (status is None or isinstance(status, str))
+    ):
         _log.warn("dropped a malformed E_CALL_TRANSFER {params!r}", params=params)
         return None
-    return TransferEvent(callid, transfer_callid, _TRANSFER_STATES[state],
-                         strip_osid(destination) if destination else None, status)
+    return TransferEvent(
+        callid,
+        transfer_callid,
+        _TRANSFER_STATES[state],
+        strip_osid(destination) if destination else None,
+        status,
+    )
 
 
 def parse_hold(params: dict[str, Any]) -> HoldEvent | None:
@@ -194,8 +202,13 @@ def parse_hold(params: dict[str, Any]) -> HoldEvent | None:
     leg = params.get("leg")
     action = params.get("action")
     state = params.get("state")
-    if (not isinstance(callid, str) or leg not in _LEGS or action not in _ACTIONS
-            or not isinstance(state, str) or state not in _HOLD_STATES):
+    if (
+        not isinstance(callid, str)
+        or leg not in _LEGS
+        or action not in _ACTIONS
+        or not isinstance(state, str)
+        or state not in _HOLD_STATES
+    ):
         _log.warn("dropped a malformed E_CALL_HOLD {params!r}", params=params)
         return None
     return HoldEvent(callid, leg, action, _HOLD_STATES[state])

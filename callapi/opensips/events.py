@@ -15,7 +15,8 @@ expire silently after C{expire} seconds and vanish on an OpenSIPS restart
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
@@ -31,10 +32,9 @@ Handler = Callable[[dict[str, Any]], None]
 
 @implementer(ISubscription)
 class _Registration:
-    __slots__ = ("_table", "_key", "handler", "active", "__weakref__")
+    __slots__ = ("__weakref__", "_key", "_table", "active", "handler")
 
-    def __init__(self, table: dict[Any, dict["_Registration", None]], key: Any,
-                 handler: Handler) -> None:
+    def __init__(self, table: dict[Any, dict[_Registration, None]], key: Any, handler: Handler) -> None:
         self._table = table
         self._key = key
         self.handler = handler
@@ -105,12 +105,10 @@ class EventHub:
         if event == "E_CALL_TRANSFER":
             transfer_callid = params.get("transfer_callid")
             if isinstance(transfer_callid, str):
-                handlers.extend(r for r in self._by_transfer.get(transfer_callid, ())
-                                if r not in handlers)
+                handlers.extend(r for r in self._by_transfer.get(transfer_callid, ()) if r not in handlers)
         if not handlers:
             self.stats["unrouted"] += 1
-            self._log.debug("event {event} for Call-ID {callid} has no listener",
-                            event=event, callid=callid)
+            self._log.debug("event {event} for Call-ID {callid} has no listener", event=event, callid=callid)
             return
         for registration in handlers:
             if not registration.active:  # cancelled by an earlier handler
@@ -119,8 +117,7 @@ class EventHub:
             try:
                 registration.handler(params)
             except Exception:
-                self._log.failure("event handler failed for {event} {callid}",
-                                  event=event, callid=callid)
+                self._log.failure("event handler failed for {event} {callid}", event=event, callid=callid)
 
 
 class EventReceiverProtocol(DatagramProtocol):
@@ -144,13 +141,16 @@ class EventReceiverProtocol(DatagramProtocol):
         self.dropped = 0
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
-        if (self.sources is not None and isinstance(addr, tuple)
-                and addr[0] not in self.sources):
+        if self.sources is not None and isinstance(addr, tuple) and addr[0] not in self.sources:
             self.dropped += 1
             if self.dropped & (self.dropped - 1) == 0:  # 1st, 2nd, 4th, 8th ...: no log flood
-                self._log.warn("dropped an event datagram from {addr}: not from OpenSIPS "
-                               "({sources}; see --events-from); {count} so far",
-                               addr=addr, sources=sorted(self.sources), count=self.dropped)
+                self._log.warn(
+                    "dropped an event datagram from {addr}: not from OpenSIPS "
+                    "({sources}; see --events-from); {count} so far",
+                    addr=addr,
+                    sources=sorted(self.sources),
+                    count=self.dropped,
+                )
             return
         try:
             message = json.loads(data)
@@ -162,7 +162,10 @@ class EventReceiverProtocol(DatagramProtocol):
             or not isinstance(message.get("params"), dict)
         ):
             self.dropped += 1
-            self._log.warn("dropped a datagram that is not an EVI event from {addr}: {text!r}",
-                           addr=addr, text=data[:200])
+            self._log.warn(
+                "dropped a datagram that is not an EVI event from {addr}: {text!r}",
+                addr=addr,
+                text=data[:200],
+            )
             return
         self._hub.dispatch(message["method"], message["params"])

@@ -22,12 +22,11 @@ import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-
-from callapi.logging import logger
 from zope.interface import implementer
 
 from callapi.errors import MIError, MITimeout, MIUnavailable
 from callapi.interfaces import IMIClient
+from callapi.logging import logger
 
 #: Largest datagram OpenSIPS may send back (Twisted's default is 8192).
 MAX_DATAGRAM = 65535
@@ -100,8 +99,9 @@ class MIClientProtocol(DatagramProtocol):
     noisy = False
     _log = logger()
 
-    def __init__(self, clock: IReactorTime, peer: Any = None, timeout: float = 5.0,
-                 first_id: int = 1) -> None:
+    def __init__(
+        self, clock: IReactorTime, peer: Any = None, timeout: float = 5.0, first_id: int = 1
+    ) -> None:
         """
         @param clock: where request timers run.
         @param peer: destination for C{transport.write}: an C{(ip, port)}
@@ -121,8 +121,9 @@ class MIClientProtocol(DatagramProtocol):
 
     # IMIClient
 
-    def call(self, method: str, params: dict[str, Any] | None = None,
-             timeout: float | None = None) -> Deferred[Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Deferred[Any]:
         """
         See L{IMIClient.call}.
         """
@@ -142,8 +143,9 @@ class MIClientProtocol(DatagramProtocol):
         datagram = encode_request(request_id, method, params)
         self.pending[key] = entry
         entry.timer = self._clock.callLater(wait, self._expired, key, method, wait)
-        self._log.debug("MI request {mi_id} {mi_method} {params}",
-                        mi_id=request_id, mi_method=method, params=params)
+        self._log.debug(
+            "MI request {mi_id} {mi_method} {params}", mi_id=request_id, mi_method=method, params=params
+        )
         try:
             if self.peer is None:
                 # IUDPTransport.write declares addr without its default (None);
@@ -165,8 +167,12 @@ class MIClientProtocol(DatagramProtocol):
             return
         entry.timer = None
         self.stats["timeouts"] += 1
-        self._log.warn("MI request {mi_id} {mi_method} timed out after {timeout} s",
-                       mi_id=key, mi_method=method, timeout=wait)
+        self._log.warn(
+            "MI request {mi_id} {mi_method} timed out after {timeout} s",
+            mi_id=key,
+            mi_method=method,
+            timeout=wait,
+        )
         entry.deferred.errback(MITimeout(method, wait))
 
     # DatagramProtocol
@@ -179,32 +185,31 @@ class MIClientProtocol(DatagramProtocol):
         """
         if self.peer is not None and not _same_address(addr, self.peer):
             self.stats["dropped"] += 1
-            self._log.warn("dropped a datagram from {addr}, not from OpenSIPS MI {peer}",
-                           addr=addr, peer=self.peer)
+            self._log.warn(
+                "dropped a datagram from {addr}, not from OpenSIPS MI {peer}", addr=addr, peer=self.peer
+            )
             return
         try:
             reply = json.loads(data)
         except (ValueError, RecursionError):
             self.stats["dropped"] += 1
-            self._log.warn("MI sent a non-JSON datagram, dropped: {text!r}",
-                           text=data[:200])
+            self._log.warn("MI sent a non-JSON datagram, dropped: {text!r}", text=data[:200])
             return
         if not isinstance(reply, dict) or "id" not in reply:
             self.stats["dropped"] += 1
-            self._log.warn("MI sent an unexpected datagram, dropped: {text!r}",
-                           text=data[:200])
+            self._log.warn("MI sent an unexpected datagram, dropped: {text!r}", text=data[:200])
             return
         key = str(reply["id"])
         entry = self.pending.get(key)
         if entry is None:
             self.stats["dropped"] += 1
-            self._log.warn("MI reply for unknown or expired id {mi_id} dropped",
-                           mi_id=reply["id"])
+            self._log.warn("MI reply for unknown or expired id {mi_id} dropped", mi_id=reply["id"])
             return
         error = reply.get("error")
         if error is None and is_provisional(reply.get("result")):
-            self._log.debug("MI provisional reply {mi_id} {status}", mi_id=key,
-                            status=reply["result"].get("Status"))
+            self._log.debug(
+                "MI provisional reply {mi_id} {status}", mi_id=key, status=reply["result"].get("Status")
+            )
             return
         del self.pending[key]
         if entry.timer is not None and entry.timer.active():
@@ -213,8 +218,12 @@ class MIClientProtocol(DatagramProtocol):
         if error is not None:
             if isinstance(error, dict):
                 code = error.get("code")
-                failure = MIError(entry.method, code if isinstance(code, int) else -32603,
-                                  str(error.get("message", "")), error.get("data"))
+                failure = MIError(
+                    entry.method,
+                    code if isinstance(code, int) else -32603,
+                    str(error.get("message", "")),
+                    error.get("data"),
+                )
             else:
                 failure = MIError(entry.method, -32603, str(error))
             entry.deferred.errback(failure)

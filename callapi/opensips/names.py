@@ -49,6 +49,5 @@ class MINames:
         The names in use that the proxy's C{which} list lacks (a module not
         loaded).
         """
-        wanted = [self.hold, self.unhold, self.end_dialog, self.transfer, self.uac_dlg,
-                  self.subscribe]
+        wanted = [self.hold, self.unhold, self.end_dialog, self.transfer, self.uac_dlg, self.subscribe]
         return [name for name in wanted if name not in commands]

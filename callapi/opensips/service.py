@@ -24,17 +24,15 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
 from callapi.logging import logger
-
-from callapi.opensips.events import EventHub, EventReceiverProtocol
-from callapi.opensips.subscriptions import SubscriptionManager
-from callapi.opensips.mi import MAX_DATAGRAM, MIClientProtocol
 from callapi.opensips.addresses import (
     local_address_towards,
     parse_address,
     resolve_ipv4,
 )
+from callapi.opensips.events import EventHub, EventReceiverProtocol
+from callapi.opensips.mi import MAX_DATAGRAM, MIClientProtocol
 from callapi.opensips.names import MINames
-
+from callapi.opensips.subscriptions import SubscriptionManager
 
 _module_log = logger("callapi.opensips.service")
 
@@ -58,9 +56,13 @@ def enlarge_receive_buffer(port: Any, what: str, size: int = RECEIVE_BUFFER) -> 
         _module_log.warn("cannot size the {what} socket's receive buffer: {error}", what=what, error=str(e))
         return 0
     if granted < size:
-        _module_log.warn("the {what} socket's receive buffer is {granted} bytes (asked {size}); "
-                      "raise net.core.rmem_max to avoid dropped datagrams under load",
-                      what=what, granted=granted, size=size)
+        _module_log.warn(
+            "the {what} socket's receive buffer is {granted} bytes (asked {size}); "
+            "raise net.core.rmem_max to avoid dropped datagrams under load",
+            what=what,
+            granted=granted,
+            size=size,
+        )
     return granted
 
 
@@ -79,9 +81,17 @@ class OpenSIPSService(Service):
 
     _log = logger()
 
-    def __init__(self, reactor: Any, mi_address: str, events_address: str | None = None, *,
-                 mi_timeout: float, event_expire: int,
-                 names: MINames | None = None, events_from: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        mi_address: str,
+        events_address: str | None = None,
+        *,
+        mi_timeout: float,
+        event_expire: int,
+        names: MINames | None = None,
+        events_from: tuple[str, ...] = (),
+    ) -> None:
         """
         @param mi_address: OpenSIPS' mi_datagram socket (module docstring).
         @param events_address: the event socket to bind, or C{None}.
@@ -93,10 +103,12 @@ class OpenSIPSService(Service):
         """
         self._reactor = reactor
         self.mi_address = parse_address(mi_address, "MI address")
-        self.events_address = (parse_address(events_address, "events address", allow_port_zero=True)
-                               if events_address else None)
-        self.mi = MIClientProtocol(reactor, None, mi_timeout,
-                                   first_id=random.SystemRandom().randrange(1, 1 << 31))
+        self.events_address = (
+            parse_address(events_address, "events address", allow_port_zero=True) if events_address else None
+        )
+        self.mi = MIClientProtocol(
+            reactor, None, mi_timeout, first_id=random.SystemRandom().randrange(1, 1 << 31)
+        )
         self.hub = EventHub()
         self.receiver = EventReceiverProtocol(self.hub)
         #: extra IPs events may come from (C{--events-from}); "any" = no check
@@ -128,8 +140,9 @@ class OpenSIPSService(Service):
             # unreachable" (OpenSIPS down) makes the reactor drop the socket
             # for good; the MI client filters replies by source instead.
             self.mi.peer = (mi_ip, mi.port)
-            port = reactor.listenUDP(0, self.mi, interface=local_address_towards(mi_ip),
-                                     maxPacketSize=MAX_DATAGRAM)
+            port = reactor.listenUDP(
+                0, self.mi, interface=local_address_towards(mi_ip), maxPacketSize=MAX_DATAGRAM
+            )
             self._ports.append(port)
             enlarge_receive_buffer(port, "MI")
         else:
@@ -160,23 +173,23 @@ class OpenSIPSService(Service):
             else:
                 ip = resolve_ipv4(events.host, "events address")
                 port_number = events.port
-            port = reactor.listenUDP(port_number, self.receiver, interface=ip,
-                                     maxPacketSize=MAX_DATAGRAM)
+            port = reactor.listenUDP(port_number, self.receiver, interface=ip, maxPacketSize=MAX_DATAGRAM)
             self._ports.append(port)
             enlarge_receive_buffer(port, "event")
             self.event_socket = f"udp:{ip}:{port.getHost().port}"
         else:
             if os.path.exists(events.path):
                 os.unlink(events.path)
-            port = reactor.listenUNIXDatagram(events.path, self.receiver,
-                                              maxPacketSize=MAX_DATAGRAM)
+            port = reactor.listenUNIXDatagram(events.path, self.receiver, maxPacketSize=MAX_DATAGRAM)
             self._ports.append(port)
             enlarge_receive_buffer(port, "event")
             self.event_socket = f"unix:{events.path}"
-        self._log.info("MI requests go to {mi}; events are received on {events}",
-                       mi=str(mi), events=self.event_socket)
+        self._log.info(
+            "MI requests go to {mi}; events are received on {events}", mi=str(mi), events=self.event_socket
+        )
         self.subscriptions = SubscriptionManager(
-            reactor, self.mi, self.event_socket, expire=self.event_expire, names=self.names)
+            reactor, self.mi, self.event_socket, expire=self.event_expire, names=self.names
+        )
         self.subscriptions.start().chainDeferred(self.subscribed)
 
     def stopService(self) -> Deferred[None]:
@@ -200,4 +213,3 @@ class OpenSIPSService(Service):
             return DeferredList(stops, consumeErrors=True)
 
         return d.addCallback(close).addCallback(lambda _: None)
-

@@ -12,7 +12,8 @@ it from an L{MINames} at every round and, while the names are unknown
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -36,21 +37,29 @@ def detect_names(mi: IMIClient, names: MINames) -> Deferred[None]:
 
     @return: fires when done; never fails.
     """
+
     def got(commands: Any) -> None:
         if not isinstance(commands, list):
             _names_log.warn("unexpected which reply {reply!r}; using 3.x MI names", reply=commands)
             return
         names.use([c for c in commands if isinstance(c, str)])
         missing = names.missing(commands)
-        _names_log.info("OpenSIPS MI names: {family} style; per-leg hold {per_leg}",
-                        family=names.family, per_leg=names.per_leg_hold)
+        _names_log.info(
+            "OpenSIPS MI names: {family} style; per-leg hold {per_leg}",
+            family=names.family,
+            per_leg=names.per_leg_hold,
+        )
         if missing:
-            _names_log.error("OpenSIPS lacks MI commands {missing}: load the tm, dialog and "
-                             "callops modules", missing=", ".join(missing))
+            _names_log.error(
+                "OpenSIPS lacks MI commands {missing}: load the tm, dialog and callops modules",
+                missing=", ".join(missing),
+            )
 
     def failed(reason: Any) -> None:
-        _names_log.warn("cannot ask OpenSIPS which MI commands it has ({error}); "
-                        "using the 3.x names", error=str(reason.value))
+        _names_log.warn(
+            "cannot ask OpenSIPS which MI commands it has ({error}); using the 3.x names",
+            error=str(reason.value),
+        )
 
     return mi.call("which").addCallbacks(got, failed)
 
@@ -71,9 +80,16 @@ class SubscriptionManager:
 
     _log = logger()
 
-    def __init__(self, clock: IReactorTime, mi: IMIClient, socket: str,
-                 expire: int = 120, refresh: float | None = None,
-                 events: Iterable[str] = EVENTS, names: MINames | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        mi: IMIClient,
+        socket: str,
+        expire: int = 120,
+        refresh: float | None = None,
+        events: Iterable[str] = EVENTS,
+        names: MINames | None = None,
+    ) -> None:
         """
         @param socket: what OpenSIPS sends to, C{"udp:IP:PORT"} or C{"unix:/path"}.
         @param expire: the C{expire} sent to OpenSIPS, in seconds (> 0).
@@ -130,22 +146,30 @@ class SubscriptionManager:
         return DeferredList(rounds, consumeErrors=True)
 
     def _subscribe(self, event: str, expire: int, timeout: float | None = None) -> Deferred[Any]:
-        d = self._mi.call(self.names.subscribe,
-                          {"event": event, "socket": self.socket, "expire": expire}, timeout)
+        d = self._mi.call(
+            self.names.subscribe, {"event": event, "socket": self.socket, "expire": expire}, timeout
+        )
 
         def ok(_: Any) -> None:
             was = self.status.get(event, {}).get("ok")
             self.status[event] = {"ok": True, "at": self._clock.seconds(), "error": None}
             if expire and not was:
-                self._log.info("subscribed to {event} on {socket} (expire {expire} s)",
-                               event=event, socket=self.socket, expire=expire)
+                self._log.info(
+                    "subscribed to {event} on {socket} (expire {expire} s)",
+                    event=event,
+                    socket=self.socket,
+                    expire=expire,
+                )
 
         def failed(reason: Any) -> None:
-            self.status[event] = {"ok": False, "at": self._clock.seconds(),
-                                  "error": str(reason.value)}
+            self.status[event] = {"ok": False, "at": self._clock.seconds(), "error": str(reason.value)}
             log = self._log.error if isinstance(reason.value, MIError) else self._log.warn
-            log("cannot subscribe to {event} on {socket}: {error}",
-                event=event, socket=self.socket, error=str(reason.value))
+            log(
+                "cannot subscribe to {event} on {socket}: {error}",
+                event=event,
+                socket=self.socket,
+                error=str(reason.value),
+            )
 
         return d.addCallbacks(ok, failed)
 
@@ -166,4 +190,3 @@ class SubscriptionManager:
         self._timer = None
         rounds = [self._subscribe(event, 0, timeout) for event in self.events]
         return DeferredList(rounds, consumeErrors=True).addCallback(lambda _: None)
-

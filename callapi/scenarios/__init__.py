@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from callapi.scenarios.base import Command, Context, Settings
 from callapi.scenarios.call_end import CallEnd
-from callapi.scenarios.echo import Echo
 from callapi.scenarios.call_start import CallStart
+from callapi.scenarios.echo import Echo
 from callapi.scenarios.hold import CallHold, CallUnhold
 from callapi.scenarios.transfer import CallAttendedTransfer, CallBlindTransfer
 
 #: JSON-RPC method -> command class.
 COMMANDS: dict[str, type[Command]] = {
-    cls.method: cls for cls in (Echo, CallStart, CallEnd, CallHold, CallUnhold,
-                                CallBlindTransfer, CallAttendedTransfer)
+    cls.method: cls
+    for cls in (Echo, CallStart, CallEnd, CallHold, CallUnhold, CallBlindTransfer, CallAttendedTransfer)
 }
 
 __all__ = ["COMMANDS", "Command", "Context", "Settings"]

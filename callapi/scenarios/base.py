@@ -7,19 +7,24 @@ command creates is owned by it and released exactly once when it ends.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from callapi.logging import logger
-
 from callapi.errors import error_text
 from callapi.interfaces import IEventHub, IMIClient, INotificationSink, ISubscription
+from callapi.logging import logger
 from callapi.opensips.dialog import (
-    DialogStateChanged, HoldEvent, TransferEvent, parse_dialog_state_changed, parse_hold,
-    parse_transfer)
+    DialogStateChanged,
+    HoldEvent,
+    TransferEvent,
+    parse_dialog_state_changed,
+    parse_hold,
+    parse_transfer,
+)
 from callapi.opensips.names import MINames
 from callapi.scenarios.machine import Machine
 
@@ -115,8 +120,14 @@ class Command:
     method: ClassVar[str] = ""
     _log = logger()
 
-    def __init__(self, ctx: Context, cmd_id: str, params: dict[str, Any],
-                 sink: INotificationSink, cmd_id_generated: bool = False) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        cmd_id: str,
+        params: dict[str, Any],
+        sink: INotificationSink,
+        cmd_id_generated: bool = False,
+    ) -> None:
         """
         @param cmd_id_generated: C{cmd_id} was made by the server (a UUID),
             not chosen by the client.
@@ -180,7 +191,7 @@ class Command:
         raise NotImplementedError
 
     @staticmethod
-    def check_context(params: dict[str, Any], ctx: "Context") -> None:
+    def check_context(params: dict[str, Any], ctx: Context) -> None:
         """
         Checks of already validated params that depend on the proxy (e.g.
         a capability); raises L{callapi.errors.RPCError} -32602.
@@ -223,8 +234,9 @@ class Command:
         if self.done:
             return
         text = reason if isinstance(reason, str) else error_text(reason)
-        self._log.info("command {cmd_id} {method} failed: {error}",
-                       cmd_id=self.cmd_id, method=self.method, error=text)
+        self._log.info(
+            "command {cmd_id} {method} failed: {error}", cmd_id=self.cmd_id, method=self.method, error=text
+        )
         self.emit("Error", text)
         self.end()
 
@@ -248,8 +260,9 @@ class Command:
         """
         if self.done:
             return
-        self._log.info("command {cmd_id} {method} aborted: {why}",
-                       cmd_id=self.cmd_id, method=self.method, why=why)
+        self._log.info(
+            "command {cmd_id} {method} aborted: {why}", cmd_id=self.cmd_id, method=self.method, why=why
+        )
         self._finish("aborted: " + why)
 
     def _finish(self, state: str) -> None:
@@ -288,10 +301,14 @@ class Command:
 
     # owned resources
 
-    def request(self, method: str, params: dict[str, Any] | None,
-                on_result: Callable[[Any], None],
-                on_error: Callable[[BaseException], None] | None = None,
-                timeout: float | None = None) -> None:
+    def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        on_result: Callable[[Any], None],
+        on_error: Callable[[BaseException], None] | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """
         Send an MI request owned by this command.
 
@@ -320,16 +337,16 @@ class Command:
         Register for C{event} on C{callid} until the command ends.
         """
         self._subscriptions.append(
-            self.ctx.events.listen(event, callid, lambda params: self._event(handler, params)))
+            self.ctx.events.listen(event, callid, lambda params: self._event(handler, params))
+        )
 
-    def listen_transfer(self, transfer_callid: str,
-                        handler: Callable[[dict[str, Any]], None]) -> None:
+    def listen_transfer(self, transfer_callid: str, handler: Callable[[dict[str, Any]], None]) -> None:
         """
         Register for E_CALL_TRANSFER on the new call C{transfer_callid}.
         """
         self._subscriptions.append(
-            self.ctx.events.listen_transfer(transfer_callid,
-                                            lambda params: self._event(handler, params)))
+            self.ctx.events.listen_transfer(transfer_callid, lambda params: self._event(handler, params))
+        )
 
     def listen_dialog(self, callid: str, handler: Callable[[DialogStateChanged], None]) -> None:
         """
@@ -350,14 +367,20 @@ class Command:
         """
         self._listen_typed("E_CALL_HOLD", callid, parse_hold, handler)
 
-    def _listen_typed(self, event: str, callid: str, parse: Callable[[dict[str, Any]], _E | None],
-                      handler: Callable[[_E], None]) -> None:
+    def _listen_typed(
+        self,
+        event: str,
+        callid: str,
+        parse: Callable[[dict[str, Any]], _E | None],
+        handler: Callable[[_E], None],
+    ) -> None:
         """
         Register for C{event} of C{callid}; each params dict is parsed into
         its typed input (L{callapi.opensips.dialog}) and a malformed one,
         which C{parse} logged and turned into C{None}, never reaches
         C{handler}.
         """
+
         def typed(params: dict[str, Any]) -> None:
             parsed = parse(params)
             if parsed is not None:
@@ -387,6 +410,5 @@ class Command:
         try:
             f(*args)
         except Exception as e:
-            self._log.failure("command {cmd_id} {method} crashed", cmd_id=self.cmd_id,
-                              method=self.method)
+            self._log.failure("command {cmd_id} {method} crashed", cmd_id=self.cmd_id, method=self.method)
             self.fail(f"internal error: {e}")

@@ -29,5 +29,4 @@ class CallEnd(Command):
         return validation.check_params(params, {"callid": validation.callid})
 
     def start(self) -> None:
-        self.request(self.ctx.names.end_dialog, {"dialog_id": self.params["callid"]},
-                     lambda _: self.end())
+        self.request(self.ctx.names.end_dialog, {"dialog_id": self.params["callid"]}, lambda _: self.end())

@@ -34,7 +34,8 @@ from callapi.scenarios.transfer import Transfer, end_dialog
 #: phone is re-INVITEd / REFERred before any media flows).  As the Go tool.
 CLICK_TO_DIAL_SDP = (
     "v=0\r\no=click-to-dial 0 0 IN IP4 0.0.0.0\r\ns=session\r\nc=IN IP4 0.0.0.0\r\n"
-    "t=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+    "t=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
 
 #: Longest ring timeout a client may ask for, in seconds.
 MAX_RING_TIMEOUT = 600.0
@@ -45,7 +46,9 @@ def ring_timeout(name: str, value: Any) -> float:
     A ring timeout in seconds: a number > 0 and <= L{MAX_RING_TIMEOUT}.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_RING_TIMEOUT:
-        raise validation.invalid_params(f"{name} must be a number of seconds, 0 < {name} <= {MAX_RING_TIMEOUT:g}")
+        raise validation.invalid_params(
+            f"{name} must be a number of seconds, 0 < {name} <= {MAX_RING_TIMEOUT:g}"
+        )
     return float(value)
 
 
@@ -78,34 +81,37 @@ class CallStartPhase(enum.Enum):
 _S = CallStartPhase
 
 #: CallStart's transition table (docs/scenarios.md).
-CALL_START_FLOW = Flow("CallStart", CallStartPhase, _S.IDLE, _S.DONE, [
-    (_S.IDLE, "started", _S.CALLING, "_call"),
-    (_S.CALLING, "invite_answered", (_S.ANSWERED, _S.TRANSFERRING, _S.DONE), "_on_invite_answer"),
-    ((_S.CALLING, _S.CANCELLING), "invite_failed", (_S.ABANDONING, _S.DONE), "_on_invite_error"),
-    (_S.CALLING, "dialog_changed", _S.CALLING, "_on_dialog_calling"),
-    (_S.CALLING, "confirm_waited", (_S.CALLING, _S.ANSWERED, _S.TRANSFERRING),
-     "_answered_by_dialog"),
-    (_S.CALLING, "ring_timeout", (_S.CANCELLING, _S.CALLING), "_ring_timeout"),
-    ((_S.CALLING, _S.CANCELLING, _S.ABANDONING), "gone_waited", _S.DONE, "_ended_while_ringing"),
-    (_S.CANCELLING, "invite_answered", (_S.ABANDONING, _S.DONE), "_on_answer_when_cancelled"),
-    (_S.CANCELLING, "dialog_changed", (_S.CANCELLING, _S.ABANDONING, _S.DONE),
-     "_on_dialog_cancelling"),
-    (_S.CANCELLING, "cancel_grace_over", _S.ABANDONING, "_abandon"),
-    (_S.ABANDONING, "invite_answered", (_S.ABANDONING, _S.DONE), "_on_answer_when_abandoning"),
-    (_S.ABANDONING, "invite_failed", (_S.ABANDONING, _S.DONE), "_on_error_when_abandoning"),
-    (_S.ABANDONING, "dialog_changed", (_S.ABANDONING, _S.DONE), "_on_dialog_abandoning"),
-    (_S.ABANDONING, "hung_up", _S.DONE, "fail"),
-    ((_S.ANSWERED, _S.TRANSFERRING), "invite_answered", (_S.ANSWERED, _S.TRANSFERRING),
-     "_on_late_reply"),
-    (_S.ANSWERED, "dialog_changed", (_S.ANSWERED, _S.TRANSFERRING, _S.DONE),
-     "_on_dialog_answered"),
-    (_S.ANSWERED, "confirm_waited", _S.TRANSFERRING, "_transfer"),
-    (_S.TRANSFERRING, "dialog_changed", _S.TRANSFERRING, "_on_dialog_transferring"),
-    (_S.TRANSFERRING, "transfer_succeeded", (_S.HANGING_UP, _S.DONE), "_on_transfer_succeeded"),
-    (_S.TRANSFERRING, "transfer_failed", (_S.HANGING_UP, _S.DONE), "_hang_up"),
-    (_S.HANGING_UP, "dialog_changed", _S.HANGING_UP, "_note_dialog"),
-    (_S.HANGING_UP, "hung_up", _S.DONE, "_end_with"),
-], abort="_abort_call")
+CALL_START_FLOW = Flow(
+    "CallStart",
+    CallStartPhase,
+    _S.IDLE,
+    _S.DONE,
+    [
+        (_S.IDLE, "started", _S.CALLING, "_call"),
+        (_S.CALLING, "invite_answered", (_S.ANSWERED, _S.TRANSFERRING, _S.DONE), "_on_invite_answer"),
+        ((_S.CALLING, _S.CANCELLING), "invite_failed", (_S.ABANDONING, _S.DONE), "_on_invite_error"),
+        (_S.CALLING, "dialog_changed", _S.CALLING, "_on_dialog_calling"),
+        (_S.CALLING, "confirm_waited", (_S.CALLING, _S.ANSWERED, _S.TRANSFERRING), "_answered_by_dialog"),
+        (_S.CALLING, "ring_timeout", (_S.CANCELLING, _S.CALLING), "_ring_timeout"),
+        ((_S.CALLING, _S.CANCELLING, _S.ABANDONING), "gone_waited", _S.DONE, "_ended_while_ringing"),
+        (_S.CANCELLING, "invite_answered", (_S.ABANDONING, _S.DONE), "_on_answer_when_cancelled"),
+        (_S.CANCELLING, "dialog_changed", (_S.CANCELLING, _S.ABANDONING, _S.DONE), "_on_dialog_cancelling"),
+        (_S.CANCELLING, "cancel_grace_over", _S.ABANDONING, "_abandon"),
+        (_S.ABANDONING, "invite_answered", (_S.ABANDONING, _S.DONE), "_on_answer_when_abandoning"),
+        (_S.ABANDONING, "invite_failed", (_S.ABANDONING, _S.DONE), "_on_error_when_abandoning"),
+        (_S.ABANDONING, "dialog_changed", (_S.ABANDONING, _S.DONE), "_on_dialog_abandoning"),
+        (_S.ABANDONING, "hung_up", _S.DONE, "fail"),
+        ((_S.ANSWERED, _S.TRANSFERRING), "invite_answered", (_S.ANSWERED, _S.TRANSFERRING), "_on_late_reply"),
+        (_S.ANSWERED, "dialog_changed", (_S.ANSWERED, _S.TRANSFERRING, _S.DONE), "_on_dialog_answered"),
+        (_S.ANSWERED, "confirm_waited", _S.TRANSFERRING, "_transfer"),
+        (_S.TRANSFERRING, "dialog_changed", _S.TRANSFERRING, "_on_dialog_transferring"),
+        (_S.TRANSFERRING, "transfer_succeeded", (_S.HANGING_UP, _S.DONE), "_on_transfer_succeeded"),
+        (_S.TRANSFERRING, "transfer_failed", (_S.HANGING_UP, _S.DONE), "_hang_up"),
+        (_S.HANGING_UP, "dialog_changed", _S.HANGING_UP, "_note_dialog"),
+        (_S.HANGING_UP, "hung_up", _S.DONE, "_end_with"),
+    ],
+    abort="_abort_call",
+)
 
 
 class CallStart(Command):
@@ -155,8 +161,10 @@ class CallStart(Command):
         @raise RPCError: -32602 naming the bad parameter.
         """
         return validation.check_params(
-            params, {"caller": validation.sip_uri, "callee": validation.sip_uri},
-            {"ring_timeout": ring_timeout})
+            params,
+            {"caller": validation.sip_uri, "callee": validation.sip_uri},
+            {"ring_timeout": ring_timeout},
+        )
 
     def result_extra(self) -> dict[str, Any]:
         return {"callid": self.callid}
@@ -176,15 +184,21 @@ class CallStart(Command):
         self.listen_dialog(self.callid, on_dialog)
         ring = self.params.get("ring_timeout", self.ctx.settings.ring_timeout)
         self._ring_timer = self.call_later(ring, feed, "ring_timeout", ring)
-        headers = (f"From: <{caller}>\r\nTo: <{callee}>\r\nContact: <{caller}>\r\n"
-                   f"Content-Type: application/sdp\r\nCSeq: 1 INVITE\r\nCall-Id: {self.callid}\r\n")
-        params = {"method": "INVITE", "ruri": caller, "headers": headers,
-                  "body": CLICK_TO_DIAL_SDP}
+        headers = (
+            f"From: <{caller}>\r\nTo: <{callee}>\r\nContact: <{caller}>\r\n"
+            f"Content-Type: application/sdp\r\nCSeq: 1 INVITE\r\nCall-Id: {self.callid}\r\n"
+        )
+        params = {"method": "INVITE", "ruri": caller, "headers": headers, "body": CLICK_TO_DIAL_SDP}
         if self.ctx.settings.next_hop:
             params["next_hop"] = self.ctx.settings.next_hop
         # the MI reply comes with the final SIP answer: allow the ring time
-        self.request(self.ctx.names.uac_dlg, params, lambda result: feed("invite_answered", result),
-                     lambda reason: feed("invite_failed", reason), timeout=ring + 10.0)
+        self.request(
+            self.ctx.names.uac_dlg,
+            params,
+            lambda result: feed("invite_answered", result),
+            lambda reason: feed("invite_failed", reason),
+            timeout=ring + 10.0,
+        )
 
     def _stop_ringing(self) -> None:
         if self._ring_timer is not None and self._ring_timer.active():
@@ -230,16 +244,14 @@ class CallStart(Command):
         """
         if self._first_gone:
             return _S.CALLING
-        self._log.warn("t_uac_dlg reply for {callid} missing; the dialog is confirmed",
-                       callid=self.callid)
+        self._log.warn("t_uac_dlg reply for {callid} missing; the dialog is confirmed", callid=self.callid)
         return self._caller_answered()
 
     def _on_dialog_calling(self, event: DialogStateChanged) -> None:
         self._note_dialog(event)
         if event.new_state is DialogState.CONFIRMED:
             self._confirmed = True
-            self.call_later(self.ctx.settings.answer_confirm_wait, self.machine.feed,
-                            "confirm_waited")
+            self.call_later(self.ctx.settings.answer_confirm_wait, self.machine.feed, "confirm_waited")
         elif event.new_state is DialogState.DELETED:
             # ended while ringing (CallEnd, or a rejection whose MI reply
             # is on its way): the t_uac_dlg reply of a cancelled looped
@@ -247,8 +259,7 @@ class CallStart(Command):
             self.call_later(1.0, self.machine.feed, "gone_waited")
 
     def _ended_while_ringing(self) -> None:
-        self.fail(f"487 Request Terminated: the call to {self.params['caller']} "
-                  "ended before it was answered")
+        self.fail(f"487 Request Terminated: the call to {self.params['caller']} ended before it was answered")
 
     # CANCELLING / ABANDONING: the ring timeout, the INVITE's failure
 
@@ -264,15 +275,17 @@ class CallStart(Command):
             return _S.CALLING  # answered: the 200's MI reply is on its way (trace race)
         caller = self.params["caller"]
         if self._seen_dialog:
-            text = (f"408 Request Timeout: {caller} did not answer within {ring:g} s "
-                    "(INVITE cancelled)")
+            text = f"408 Request Timeout: {caller} did not answer within {ring:g} s (INVITE cancelled)"
         else:
-            text = (f"408 Request Timeout: no answer to the INVITE to {caller} and no dialog "
-                    f"event within {ring:g} s (INVITE cancelled; is OpenSIPS overloaded or the "
-                    "event subscription broken?)")
+            text = (
+                f"408 Request Timeout: no answer to the INVITE to {caller} and no dialog "
+                f"event within {ring:g} s (INVITE cancelled; is OpenSIPS overloaded or the "
+                "event subscription broken?)"
+            )
         self._cancel_text = text
-        self.request(self.ctx.names.uac_cancel, {"callid": self.callid, "cseq": "1"},
-                     lambda _: None, lambda _: None)
+        self.request(
+            self.ctx.names.uac_cancel, {"callid": self.callid, "cseq": "1"}, lambda _: None, lambda _: None
+        )
         self.call_later(self.ctx.settings.cancel_grace, self.machine.feed, "cancel_grace_over", text)
         return _S.CANCELLING
 
@@ -299,9 +312,12 @@ class CallStart(Command):
         """
         End the first call through the proxy, then fail with C{text}.
         """
-        self.request(self.ctx.names.end_dialog, {"dialog_id": self.callid},
-                     lambda _: self.machine.feed("hung_up", text),
-                     lambda _: self.machine.feed("hung_up", text))
+        self.request(
+            self.ctx.names.end_dialog,
+            {"dialog_id": self.callid},
+            lambda _: self.machine.feed("hung_up", text),
+            lambda _: self.machine.feed("hung_up", text),
+        )
         return _S.ABANDONING
 
     def _on_answer_when_abandoning(self, result: Any) -> _S:
@@ -337,8 +353,7 @@ class CallStart(Command):
             self._confirmed = True
             return self._transfer()
         if event.new_state is DialogState.DELETED:
-            self.fail(f"{self.params['caller']} hung up before the transfer to "
-                      f"{self.params['callee']}")
+            self.fail(f"{self.params['caller']} hung up before the transfer to {self.params['callee']}")
             return _S.DONE
         return _S.ANSWERED
 
@@ -353,10 +368,16 @@ class CallStart(Command):
             return data
 
         self.transfer = Transfer(
-            self, {"callid": self.callid, "leg": "callee", "destination": callee}, [self.callid],
-            self.callid, {"caller": caller, "destination": callee}, event_data,
-            lambda: feed("transfer_succeeded"), lambda reason: feed("transfer_failed", reason),
-            retry_codes=(404, 410))
+            self,
+            {"callid": self.callid, "leg": "callee", "destination": callee},
+            [self.callid],
+            self.callid,
+            {"caller": caller, "destination": callee},
+            event_data,
+            lambda: feed("transfer_succeeded"),
+            lambda reason: feed("transfer_failed", reason),
+            retry_codes=(404, 410),
+        )
         self.transfer.begin()
         return _S.TRANSFERRING
 
@@ -371,8 +392,10 @@ class CallStart(Command):
     def _on_transfer_succeeded(self) -> _S:
         transfer = self.transfer
         assert transfer is not None
-        self.emit("CalleeAnswered", {"callid": transfer.new_callid, "caller": self.params["caller"],
-                                     "callee": self.params["callee"]})
+        self.emit(
+            "CalleeAnswered",
+            {"callid": transfer.new_callid, "caller": self.params["caller"], "callee": self.params["callee"]},
+        )
         return self._hang_up(None)
 
     # the one hang-up routine
@@ -425,11 +448,14 @@ class CallStart(Command):
         if phase is _S.IDLE or phase is _S.DONE or self._first_gone:
             return
         mi, names = self.ctx.mi, self.ctx.names
-        self._log.info("{why}: ending the first call {callid} of CallStart {cmd_id}",
-                       why=why, callid=self.callid, cmd_id=self.cmd_id)
+        self._log.info(
+            "{why}: ending the first call {callid} of CallStart {cmd_id}",
+            why=why,
+            callid=self.callid,
+            cmd_id=self.cmd_id,
+        )
         if phase in (_S.CALLING, _S.CANCELLING, _S.ABANDONING) and not self._confirmed:
-            mi.call(names.uac_cancel, {"callid": self.callid, "cseq": "1"}).addErrback(
-                lambda _: None)
+            mi.call(names.uac_cancel, {"callid": self.callid, "cseq": "1"}).addErrback(lambda _: None)
         mi.call(names.end_dialog, {"dialog_id": self.callid}).addErrback(lambda _: None)
 
 

@@ -19,8 +19,7 @@ from callapi.scenarios.machine import Flow
 from callapi.scenarios.transfer import TRANSFER_COMMAND_FLOW, TRANSFER_FLOW
 
 #: the flows, in the document's order
-FLOWS: tuple[Flow[enum.Enum], ...] = (
-    CALL_START_FLOW, TRANSFER_FLOW, TRANSFER_COMMAND_FLOW, HOLD_FLOW)  # type: ignore[assignment]
+FLOWS: tuple[Flow[enum.Enum], ...] = (CALL_START_FLOW, TRANSFER_FLOW, TRANSFER_COMMAND_FLOW, HOLD_FLOW)  # type: ignore[assignment]
 
 _INTRO = """\
 # Call flows as state machines
@@ -84,8 +83,10 @@ def render() -> str:
     """
     parts = [_INTRO]
     for flow in FLOWS:
-        parts.append(f"## {flow.name}\n\nPhases (`{flow.phases.__module__}."
-                     f"{flow.phases.__qualname__}`):\n\n{_phases(flow)}\n\n{flow.markdown()}\n")
+        parts.append(
+            f"## {flow.name}\n\nPhases (`{flow.phases.__module__}."
+            f"{flow.phases.__qualname__}`):\n\n{_phases(flow)}\n\n{flow.markdown()}\n"
+        )
     return "\n".join(parts)
 
 

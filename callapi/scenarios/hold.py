@@ -57,21 +57,31 @@ _P = HoldPhase
 _LIVE = (_P.WAITING_REPLY, _P.SETTLING, _P.AWAITING_SECOND_START, _P.WAITING_LEGS)
 
 #: CallHold's transition table (docs/scenarios.md).
-HOLD_FLOW = Flow("CallHold", HoldPhase, _P.WAITING_REPLY, _P.DONE, [
-    (_P.WAITING_REPLY, "accepted", _P.SETTLING, "_on_accepted"),
-    (_P.WAITING_REPLY, "refused", (_P.WAITING_REPLY, _P.SETTLING, _P.DONE), "_on_refused"),
-    (_P.WAITING_REPLY, "resend", _P.WAITING_REPLY, "_send"),
-    (_P.WAITING_REPLY, "leg_reported", _P.WAITING_REPLY, "_on_leg"),
-    (_P.SETTLING, "leg_reported", _P.SETTLING, "_on_leg"),
-    (_P.SETTLING, "turn_passed", (_P.AWAITING_SECOND_START, _P.WAITING_LEGS, _P.DONE),
-     "_on_turn_passed"),
-    (_P.AWAITING_SECOND_START, "leg_reported", (_P.AWAITING_SECOND_START, _P.WAITING_LEGS),
-     "_on_leg_while_settling"),
-    (_P.AWAITING_SECOND_START, "settle_waited", (_P.WAITING_LEGS, _P.DONE), "_on_settled"),
-    (_P.WAITING_LEGS, "leg_reported", (_P.WAITING_LEGS, _P.DONE), "_on_leg"),
-    (_P.WAITING_LEGS, "no_event", (_P.WAITING_LEGS, _P.DONE), "_no_event"),
-    (_LIVE, "timed_out", _P.DONE, "_timed_out"),
-], abort="abort_flow")
+HOLD_FLOW = Flow(
+    "CallHold",
+    HoldPhase,
+    _P.WAITING_REPLY,
+    _P.DONE,
+    [
+        (_P.WAITING_REPLY, "accepted", _P.SETTLING, "_on_accepted"),
+        (_P.WAITING_REPLY, "refused", (_P.WAITING_REPLY, _P.SETTLING, _P.DONE), "_on_refused"),
+        (_P.WAITING_REPLY, "resend", _P.WAITING_REPLY, "_send"),
+        (_P.WAITING_REPLY, "leg_reported", _P.WAITING_REPLY, "_on_leg"),
+        (_P.SETTLING, "leg_reported", _P.SETTLING, "_on_leg"),
+        (_P.SETTLING, "turn_passed", (_P.AWAITING_SECOND_START, _P.WAITING_LEGS, _P.DONE), "_on_turn_passed"),
+        (
+            _P.AWAITING_SECOND_START,
+            "leg_reported",
+            (_P.AWAITING_SECOND_START, _P.WAITING_LEGS),
+            "_on_leg_while_settling",
+        ),
+        (_P.AWAITING_SECOND_START, "settle_waited", (_P.WAITING_LEGS, _P.DONE), "_on_settled"),
+        (_P.WAITING_LEGS, "leg_reported", (_P.WAITING_LEGS, _P.DONE), "_on_leg"),
+        (_P.WAITING_LEGS, "no_event", (_P.WAITING_LEGS, _P.DONE), "_no_event"),
+        (_LIVE, "timed_out", _P.DONE, "_timed_out"),
+    ],
+    abort="abort_flow",
+)
 
 
 class CallHold(Command):
@@ -115,8 +125,7 @@ class CallHold(Command):
         @raise RPCError: -32602 when C{callid} is missing or not a Call-ID,
             or an unknown parameter is present.
         """
-        return validation.check_params(params, {"callid": validation.callid},
-                                       {"leg": validation.leg})
+        return validation.check_params(params, {"callid": validation.callid}, {"leg": validation.leg})
 
     @staticmethod
     def check_context(params: dict[str, Any], ctx: Context) -> None:
@@ -126,7 +135,8 @@ class CallHold(Command):
         """
         if "leg" in params and not ctx.names.per_leg_hold:
             raise validation.invalid_params(
-                "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it")
+                "leg needs per-leg hold (OpenSIPS 4.0 callops); this OpenSIPS does not support it"
+            )
 
     def mi_method(self) -> str:
         """
@@ -151,8 +161,12 @@ class CallHold(Command):
         params = {"callid": self.params["callid"]}
         if "leg" in self.params:
             params["leg"] = self.params["leg"]
-        self.request(self.mi_method(), params, lambda result: self.machine.feed("accepted", result),
-                     lambda reason: self.machine.feed("refused", reason))
+        self.request(
+            self.mi_method(),
+            params,
+            lambda result: self.machine.feed("accepted", result),
+            lambda reason: self.machine.feed("refused", reason),
+        )
 
     def _on_refused(self, reason: BaseException) -> HoldPhase:
         """
@@ -162,12 +176,18 @@ class CallHold(Command):
         """
         if isinstance(reason, MITimeout) and (self._held_back or self._started):
             # the "OK" was lost but E_CALL_HOLD shows the hold happening
-            self._log.warn("no {mi_method} reply for {cmd_id}, but its events came",
-                           mi_method=self.mi_method(), cmd_id=self.cmd_id)
+            self._log.warn(
+                "no {mi_method} reply for {cmd_id}, but its events came",
+                mi_method=self.mi_method(),
+                cmd_id=self.cmd_id,
+            )
             return self._on_accepted("OK")
         settings = self.ctx.settings
-        if (isinstance(reason, MIError) and reason.code == 410
-                and self._retries < settings.hold_not_ready_retries):
+        if (
+            isinstance(reason, MIError)
+            and reason.code == 410
+            and self._retries < settings.hold_not_ready_retries
+        ):
             self._retries += 1
             self.call_later(settings.hold_retry_delay, self.machine.feed, "resend")
             return HoldPhase.WAITING_REPLY
@@ -187,8 +207,9 @@ class CallHold(Command):
             # one leg (or none) started so far: the other may be held
             # already (skipped silently) or its `start` still on the way
             # from a remote proxy; give it a moment before deciding
-            self._settle_timer = self.call_later(self.ctx.settings.hold_settle,
-                                                 self.machine.feed, "settle_waited")
+            self._settle_timer = self.call_later(
+                self.ctx.settings.hold_settle, self.machine.feed, "settle_waited"
+            )
             return HoldPhase.AWAITING_SECOND_START
         return self._on_settled()
 
@@ -253,15 +274,22 @@ class CallHold(Command):
     def _no_event(self, grace: float) -> HoldPhase:
         if self._started:
             return HoldPhase.WAITING_LEGS
-        self.fail(CommandTimeout(
-            f"any E_CALL_HOLD event after OpenSIPS accepted {self.mi_method()} "
-            "(is the event subscription working?)", grace))
+        self.fail(
+            CommandTimeout(
+                f"any E_CALL_HOLD event after OpenSIPS accepted {self.mi_method()} "
+                "(is the event subscription working?)",
+                grace,
+            )
+        )
         return HoldPhase.DONE
 
     def _timed_out(self, timeout: float) -> None:
         waiting = [leg for leg in self._started if leg not in self._finished]
-        what = (f"E_CALL_HOLD ok/fail for leg {' and '.join(waiting)}" if waiting
-                else f"the {self.action} to complete")
+        what = (
+            f"E_CALL_HOLD ok/fail for leg {' and '.join(waiting)}"
+            if waiting
+            else f"the {self.action} to complete"
+        )
         self.fail(CommandTimeout(what, timeout))
 
 

@@ -60,9 +60,15 @@ class Flow(Generic[P]):
     @ivar table: C{(phase, input name) -> Transition}.
     """
 
-    def __init__(self, name: str, phases: type[P], initial: P, terminal: P,
-                 rows: Iterable[tuple[Phases[P], str, Phases[P], str]],
-                 abort: str | None = "abort") -> None:
+    def __init__(
+        self,
+        name: str,
+        phases: type[P],
+        initial: P,
+        terminal: P,
+        rows: Iterable[tuple[Phases[P], str, Phases[P], str]],
+        abort: str | None = "abort",
+    ) -> None:
         """
         @param rows: C{(from phase(s), input, to phase(s), action)}.
         @param abort: the action every non-terminal phase runs on the
@@ -113,8 +119,10 @@ class Flow(Generic[P]):
         """
         lines = ["| phase | input | next phase | action |", "|---|---|---|---|"]
         for froms, input_name, tos, action in self.rows:
-            lines.append(f"| {' / '.join(p.name for p in froms)} | `{input_name}` "
-                         f"| {' / '.join(p.name for p in tos)} | `{action}` |")
+            lines.append(
+                f"| {' / '.join(p.name for p in froms)} | `{input_name}` "
+                f"| {' / '.join(p.name for p in tos)} | `{action}` |"
+            )
         return "\n".join(lines)
 
 
@@ -149,8 +157,12 @@ class Machine(Generic[P]):
         transition = self._table.get((phase, input_name))
         if transition is None:
             if phase is not self.flow.terminal:
-                _log.debug("{flow}: input {input} ignored in phase {phase}",
-                           flow=self.flow.name, input=input_name, phase=phase.name)
+                _log.debug(
+                    "{flow}: input {input} ignored in phase {phase}",
+                    flow=self.flow.name,
+                    input=input_name,
+                    phase=phase.name,
+                )
             return
         target = getattr(self._owner, transition.action)(*args)
         if self.phase is not phase:
@@ -158,8 +170,9 @@ class Machine(Generic[P]):
         if target is None:
             target = phase if phase in transition.targets else transition.targets[0]
         elif target not in transition.targets:
-            raise InvalidTransition(f"{self.flow.name}: {phase.name} + {input_name} -> "
-                                    f"{target.name} is not in the table")
+            raise InvalidTransition(
+                f"{self.flow.name}: {phase.name} + {input_name} -> {target.name} is not in the table"
+            )
         self.phase = target
 
     def terminate(self) -> None:

@@ -61,18 +61,29 @@ _T = TransferPhase
 _WAITING = (_T.REQUESTED, _T.ACCEPTED, _T.STARTED)
 
 #: The transfer component's transition table (docs/scenarios.md).
-TRANSFER_FLOW = Flow("Transfer", TransferPhase, _T.REQUESTED, _T.DONE, [
-    (_T.REQUESTED, "accepted", (_T.ACCEPTED, _T.STARTED, _T.DONE), "_on_accepted"),
-    (_T.REQUESTED, "refused", (_T.REQUESTED, _T.ACCEPTED, _T.STARTED, _T.DONE), "_on_refused"),
-    (_T.REQUESTED, "resend", _T.REQUESTED, "send"),
-    (_T.REQUESTED, "reported", _T.REQUESTED, "_hold_back"),
-    ((_T.ACCEPTED, _T.STARTED), "reported", (_T.STARTED, _T.DONE), "_handle"),
-    (_WAITING, "dialog_gone", _WAITING, "_on_dialog_gone"),
-    ((_T.REQUESTED, _T.ACCEPTED), "gone_grace_over", (_T.REQUESTED, _T.ACCEPTED, _T.DONE),
-     "_gone_before_start"),
-    (_T.ACCEPTED, "no_start", _T.DONE, "_no_start"),
-    (_T.STARTED, "no_outcome", _T.DONE, "_no_outcome"),
-], abort="_abort")
+TRANSFER_FLOW = Flow(
+    "Transfer",
+    TransferPhase,
+    _T.REQUESTED,
+    _T.DONE,
+    [
+        (_T.REQUESTED, "accepted", (_T.ACCEPTED, _T.STARTED, _T.DONE), "_on_accepted"),
+        (_T.REQUESTED, "refused", (_T.REQUESTED, _T.ACCEPTED, _T.STARTED, _T.DONE), "_on_refused"),
+        (_T.REQUESTED, "resend", _T.REQUESTED, "send"),
+        (_T.REQUESTED, "reported", _T.REQUESTED, "_hold_back"),
+        ((_T.ACCEPTED, _T.STARTED), "reported", (_T.STARTED, _T.DONE), "_handle"),
+        (_WAITING, "dialog_gone", _WAITING, "_on_dialog_gone"),
+        (
+            (_T.REQUESTED, _T.ACCEPTED),
+            "gone_grace_over",
+            (_T.REQUESTED, _T.ACCEPTED, _T.DONE),
+            "_gone_before_start",
+        ),
+        (_T.ACCEPTED, "no_start", _T.DONE, "_no_start"),
+        (_T.STARTED, "no_outcome", _T.DONE, "_no_outcome"),
+    ],
+    abort="_abort",
+)
 
 
 class Transfer:
@@ -101,11 +112,18 @@ class Transfer:
     start_event = "TransferStart"
     pending_event = "TransferPending"
 
-    def __init__(self, command: Command, mi_params: dict[str, Any], watched: list[str],
-                 old_callid: str, transferring_data: Any,
-                 event_data: Callable[[str, str | None, str | None], Any],
-                 succeeded: Callable[[], None], failed: Callable[[BaseException | str], None],
-                 retry_codes: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        command: Command,
+        mi_params: dict[str, Any],
+        watched: list[str],
+        old_callid: str,
+        transferring_data: Any,
+        event_data: Callable[[str, str | None, str | None], Any],
+        succeeded: Callable[[], None],
+        failed: Callable[[BaseException | str], None],
+        retry_codes: tuple[int, ...] = (),
+    ) -> None:
         """
         @param command: the owner, whose L{Command.request},
             L{Command.listen_transfers}, L{Command.call_later} and
@@ -166,9 +184,12 @@ class Transfer:
         """
         feed = self.machine.feed
         command = self._command
-        command.request(command.ctx.names.transfer, self._mi_params,
-                        lambda result: feed("accepted", result),
-                        lambda reason: feed("refused", reason))
+        command.request(
+            command.ctx.names.transfer,
+            self._mi_params,
+            lambda result: feed("accepted", result),
+            lambda reason: feed("refused", reason),
+        )
 
     def _abort(self, why: str) -> None:
         """
@@ -181,12 +202,16 @@ class Transfer:
             # the reply ("Accepted") was lost but this transfer's events came:
             # OpenSIPS did accept it (events may precede the reply,
             # c_click_to_dial_transfer_unknown_user)
-            self._command._log.warn("no call_transfer reply for {cmd_id}, but its events came",
-                                    cmd_id=self._command.cmd_id)
+            self._command._log.warn(
+                "no call_transfer reply for {cmd_id}, but its events came", cmd_id=self._command.cmd_id
+            )
             return self._on_accepted("Accepted")
         settings = self._command.ctx.settings
-        if (isinstance(reason, MIError) and reason.code in self._retry_codes
-                and self._attempts < settings.transfer_retries):
+        if (
+            isinstance(reason, MIError)
+            and reason.code in self._retry_codes
+            and self._attempts < settings.transfer_retries
+        ):
             self._attempts += 1
             self._command.call_later(settings.transfer_retry_delay, self.machine.feed, "resend")
             return _T.REQUESTED
@@ -195,7 +220,8 @@ class Transfer:
     def _on_accepted(self, result: Any) -> TransferPhase:
         if isinstance(result, dict) and isinstance(result.get("Code"), int) and result["Code"] >= 300:
             return self._fail(
-                f"REFER rejected with status {result['Code']} {result.get('Reason', '')}".rstrip())
+                f"REFER rejected with status {result['Code']} {result.get('Reason', '')}".rstrip()
+            )
         command = self._command
         # counted from OpenSIPS' acceptance (CallStart may have retried)
         timeout = command.ctx.settings.transfer_start_timeout
@@ -226,10 +252,13 @@ class Transfer:
     def _gone_before_start(self, grace: float) -> TransferPhase | None:
         if self._held_back:
             return None
-        return self._fail(CommandTimeout(
-            f"E_CALL_TRANSFER start after the call {self.old_callid} ended "
-            "(if the transferee hung up itself, OpenSIPS may not have linked its new call)",
-            grace))
+        return self._fail(
+            CommandTimeout(
+                f"E_CALL_TRANSFER start after the call {self.old_callid} ended "
+                "(if the transferee hung up itself, OpenSIPS may not have linked its new call)",
+                grace,
+            )
+        )
 
     def _handle(self, event: TransferEvent) -> TransferPhase:
         return self._handle_in(self.machine.phase, event)
@@ -239,16 +268,19 @@ class Transfer:
             # another transfer touching the same dialog (an attended transfer
             # raises its events on both Call-IDs): not ours
             self._command._log.info(
-                "ignored E_CALL_TRANSFER {state} of another transfer (new call {other}) for "
-                "{cmd_id}", state=event.state.value, other=event.transfer_callid,
-                cmd_id=self._command.cmd_id)
+                "ignored E_CALL_TRANSFER {state} of another transfer (new call {other}) for {cmd_id}",
+                state=event.state.value,
+                other=event.transfer_callid,
+                cmd_id=self._command.cmd_id,
+            )
             return phase
         if phase is _T.ACCEPTED:
             self._start(event.transfer_callid, event.destination)
         state = event.state
         if state is TransferState.NOTIFY:
-            self._command.emit(self.pending_event,
-                               self._event_data(self.new_callid, self.destination, event.status))
+            self._command.emit(
+                self.pending_event, self._event_data(self.new_callid, self.destination, event.status)
+            )
         elif state is not TransferState.START:
             if self._outcome_timer is not None and self._outcome_timer.active():
                 self._outcome_timer.cancel()
@@ -276,14 +308,22 @@ class Transfer:
         return _T.DONE
 
     def _no_start(self, timeout: float) -> TransferPhase:
-        return self._fail(CommandTimeout(
-            "E_CALL_TRANSFER start: the REFER may have been rejected or the "
-            "transferee never sent its INVITE", timeout))
+        return self._fail(
+            CommandTimeout(
+                "E_CALL_TRANSFER start: the REFER may have been rejected or the "
+                "transferee never sent its INVITE",
+                timeout,
+            )
+        )
 
     def _no_outcome(self, timeout: float) -> TransferPhase:
-        return self._fail(CommandTimeout(
-            f"the outcome of the transfer to {self.destination or 'the target'} "
-            f"(new call {self.new_callid})", timeout))
+        return self._fail(
+            CommandTimeout(
+                f"the outcome of the transfer to {self.destination or 'the target'} "
+                f"(new call {self.new_callid})",
+                timeout,
+            )
+        )
 
 
 TRANSFER_FLOW.check(Transfer)
@@ -297,10 +337,10 @@ def end_dialog(command: Command, callid: str, then: Callable[[], None]) -> None:
     gone, trace C{d_blind_transfer_callee_success}) is not an error, other
     errors are logged.  Calls C{then()} either way.
     """
+
     def failed(reason: BaseException) -> None:
         if not (isinstance(reason, MIError) and reason.code == 404):
-            command._log.warn("could not end dialog {callid}: {error}", callid=callid,
-                              error=str(reason))
+            command._log.warn("could not end dialog {callid}: {error}", callid=callid, error=str(reason))
         then()
 
     command.request(command.ctx.names.end_dialog, {"dialog_id": callid}, lambda _: then(), failed)
@@ -322,14 +362,20 @@ class TransferPhaseOfCommand(enum.Enum):
 _C = TransferPhaseOfCommand
 
 #: CallBlindTransfer's and CallAttendedTransfer's transition table.
-TRANSFER_COMMAND_FLOW = Flow("CallBlindTransfer / CallAttendedTransfer", TransferPhaseOfCommand,
-                             _C.IDLE, _C.DONE, [
-    (_C.IDLE, "started", _C.TRANSFERRING, "_begin"),
-    (_C.TRANSFERRING, "dialog_gone", _C.TRANSFERRING, "_on_dialog_gone"),
-    (_C.TRANSFERRING, "transfer_succeeded", (_C.HANGING_UP, _C.DONE), "_on_succeeded"),
-    (_C.TRANSFERRING, "transfer_failed", _C.DONE, "fail"),
-    (_C.HANGING_UP, "hung_up", _C.DONE, "end"),
-], abort="abort_flow")
+TRANSFER_COMMAND_FLOW = Flow(
+    "CallBlindTransfer / CallAttendedTransfer",
+    TransferPhaseOfCommand,
+    _C.IDLE,
+    _C.DONE,
+    [
+        (_C.IDLE, "started", _C.TRANSFERRING, "_begin"),
+        (_C.TRANSFERRING, "dialog_gone", _C.TRANSFERRING, "_on_dialog_gone"),
+        (_C.TRANSFERRING, "transfer_succeeded", (_C.HANGING_UP, _C.DONE), "_on_succeeded"),
+        (_C.TRANSFERRING, "transfer_failed", _C.DONE, "fail"),
+        (_C.HANGING_UP, "hung_up", _C.DONE, "end"),
+    ],
+    abort="abort_flow",
+)
 
 
 class TransferCommand(Command):
@@ -347,8 +393,15 @@ class TransferCommand(Command):
         self.old_callid, watched, mi_params = self.transfer_target()
         feed = self.machine.feed
         self.transfer = Transfer(
-            self, mi_params, watched, self.old_callid, self.transferring_data(), self.event_data,
-            lambda: feed("transfer_succeeded"), lambda reason: feed("transfer_failed", reason))
+            self,
+            mi_params,
+            watched,
+            self.old_callid,
+            self.transferring_data(),
+            self.event_data,
+            lambda: feed("transfer_succeeded"),
+            lambda reason: feed("transfer_failed", reason),
+        )
 
     def transfer_target(self) -> tuple[str, list[str], dict[str, Any]]:
         """
@@ -418,14 +471,17 @@ class CallBlindTransfer(TransferCommand):
         """
         @raise RPCError: -32602 naming the bad parameter.
         """
-        return validation.check_params(params, {
-            "callid": validation.callid, "leg": validation.leg,
-            "destination": validation.sip_uri})
+        return validation.check_params(
+            params, {"callid": validation.callid, "leg": validation.leg, "destination": validation.sip_uri}
+        )
 
     def transfer_target(self) -> tuple[str, list[str], dict[str, Any]]:
         callid = self.params["callid"]
-        return callid, [callid], {"callid": callid, "leg": self.params["leg"],
-                                  "destination": self.params["destination"]}
+        return (
+            callid,
+            [callid],
+            {"callid": callid, "leg": self.params["leg"], "destination": self.params["destination"]},
+        )
 
     def transferring_data(self) -> Any:
         return {"destination": self.params["destination"]}
@@ -461,24 +517,34 @@ class CallAttendedTransfer(TransferCommand):
         """
         checked = validation.check_params(
             params,
-            {"callidA": validation.callid, "legA": validation.leg,
-             "callidB": validation.callid, "legB": validation.leg},
-            {"destination": validation.sip_uri})
+            {
+                "callidA": validation.callid,
+                "legA": validation.leg,
+                "callidB": validation.callid,
+                "legB": validation.leg,
+            },
+            {"destination": validation.sip_uri},
+        )
         if checked["callidA"] == checked["callidB"]:
             raise validation.invalid_params("callidA and callidB must be different calls")
         return checked
 
     def transfer_target(self) -> tuple[str, list[str], dict[str, Any]]:
-        params = {"callid": self.params["callidA"], "leg": self.params["legA"],
-                  "transfer_callid": self.params["callidB"],
-                  "transfer_leg": self.params["legB"]}
+        params = {
+            "callid": self.params["callidA"],
+            "leg": self.params["legA"],
+            "transfer_callid": self.params["callidB"],
+            "transfer_leg": self.params["legB"],
+        }
         if "destination" in self.params:
             params["destination"] = self.params["destination"]
         return self.params["callidA"], [self.params["callidA"], self.params["callidB"]], params
 
     def event_data(self, new_callid: str, destination: str | None, extra: str | None = None) -> Any:
-        data: dict[str, Any] = {"callid": new_callid,
-                                "destination": destination or self.params.get("destination", "")}
+        data: dict[str, Any] = {
+            "callid": new_callid,
+            "destination": destination or self.params.get("destination", ""),
+        }
         if extra is not None:
             data["extra"] = extra
         return data

@@ -103,8 +103,9 @@ class DaemonHarness:
     @ivar clients: every client L{client} opened.
     """
 
-    def __init__(self, reactor: Any, top: MultiService, port: int,
-                 emulator: RunningEmulator | None = None) -> None:
+    def __init__(
+        self, reactor: Any, top: MultiService, port: int, emulator: RunningEmulator | None = None
+    ) -> None:
         self.reactor = reactor
         self.top = top
         self.port = port
@@ -196,10 +197,16 @@ class DaemonHarness:
         assert self.opensips.mi.pending == {}, self.opensips.mi.pending
 
 
-async def start_daemon(reactor: Any, *argv: str, mi: str | None = None, emulator: bool = True,
-                       emulator_version: str = "3.4", delay_scale: float = 0,
-                       wait_subscribed: bool | None = None,
-                       subscribe_timeout: float | None = None) -> DaemonHarness:
+async def start_daemon(
+    reactor: Any,
+    *argv: str,
+    mi: str | None = None,
+    emulator: bool = True,
+    emulator_version: str = "3.4",
+    delay_scale: float = 0,
+    wait_subscribed: bool | None = None,
+    subscribe_timeout: float | None = None,
+) -> DaemonHarness:
     """
     Start a daemon (C{--listen} on an ephemeral port of 127.0.0.1) and, with
     C{emulator}, an OpenSIPS emulator on loopback first.
@@ -220,8 +227,7 @@ async def start_daemon(reactor: Any, *argv: str, mi: str | None = None, emulator
     """
     if mi is None and not emulator:
         raise ValueError("an MI address is needed without the emulator")
-    running = (start_emulator(reactor, delay_scale=delay_scale, version=emulator_version)
-               if emulator else None)
+    running = start_emulator(reactor, delay_scale=delay_scale, version=emulator_version) if emulator else None
     if mi is None:
         assert running is not None
         host, port = running.mi_address
@@ -241,8 +247,9 @@ async def start_daemon(reactor: Any, *argv: str, mi: str | None = None, emulator
             try:
                 await subscribed
             except DeferredTimeout:
-                raise AssertionError(f"no answer to the event subscriptions at {mi} within "
-                                     f"{subscribe_timeout:g} s") from None
+                raise AssertionError(
+                    f"no answer to the event subscriptions at {mi} within {subscribe_timeout:g} s"
+                ) from None
     except BaseException:
         await top.stopService()
         if running is not None:

@@ -25,8 +25,9 @@ Event = tuple[str, dict[str, Any]]
 # -- E_DLG_STATE_CHANGED -------------------------------------------------------
 
 
-def dialog_state_changed(id_: str, db_id: str, callid: str, from_tag: str, to_tag: str | None,
-                         old_state: int, new_state: int) -> Event:
+def dialog_state_changed(
+    id_: str, db_id: str, callid: str, from_tag: str, to_tag: str | None, old_state: int, new_state: int
+) -> Event:
     """
     One E_DLG_STATE_CHANGED (3.4 README "E_DLG_STATE_CHANGED").
 
@@ -37,9 +38,18 @@ def dialog_state_changed(id_: str, db_id: str, callid: str, from_tag: str, to_ta
     @param old_state: 1 unconfirmed, 2 early, 3 confirmed not ACKed,
         4 confirmed, 5 deleted (JSON numbers).
     """
-    return ("E_DLG_STATE_CHANGED", {"id": id_, "db_id": db_id, "callid": callid,
-                                    "from_tag": from_tag, "to_tag": to_tag,
-                                    "old_state": old_state, "new_state": new_state})
+    return (
+        "E_DLG_STATE_CHANGED",
+        {
+            "id": id_,
+            "db_id": db_id,
+            "callid": callid,
+            "from_tag": from_tag,
+            "to_tag": to_tag,
+            "old_state": old_state,
+            "new_state": new_state,
+        },
+    )
 
 
 @attrs.frozen
@@ -65,15 +75,17 @@ class Dialog:
         The E_DLG_STATE_CHANGED of this dialog going from C{old_state} to
         C{new_state} (L{dialog_state_changed}).
         """
-        return dialog_state_changed(self.id, self.db_id, self.callid, self.from_tag, self.to_tag,
-                                    old_state, new_state)
+        return dialog_state_changed(
+            self.id, self.db_id, self.callid, self.from_tag, self.to_tag, old_state, new_state
+        )
 
 
 # -- E_CALL_TRANSFER -----------------------------------------------------------
 
 
-def call_transfer(callid: str, leg: str, transfer_callid: str, destination: str, state: str,
-                  status: str) -> Event:
+def call_transfer(
+    callid: str, leg: str, transfer_callid: str, destination: str, state: str, status: str
+) -> Event:
     """
     One E_CALL_TRANSFER with every member given (3.4 README
     "E_CALL_TRANSFER"); the named builders below cover the usual shapes.
@@ -82,8 +94,17 @@ def call_transfer(callid: str, leg: str, transfer_callid: str, destination: str,
     @param transfer_callid: the new call.
     @param state: C{"start"}, C{"notify"}, C{"ok"} or C{"fail"}.
     """
-    return ("E_CALL_TRANSFER", {"callid": callid, "leg": leg, "transfer_callid": transfer_callid,
-                                "destination": destination, "state": state, "status": status})
+    return (
+        "E_CALL_TRANSFER",
+        {
+            "callid": callid,
+            "leg": leg,
+            "transfer_callid": transfer_callid,
+            "destination": destination,
+            "state": state,
+            "status": status,
+        },
+    )
 
 
 def transfer_started(callid: str, leg: str, transfer_callid: str, destination: str) -> Event:
@@ -95,8 +116,7 @@ def transfer_started(callid: str, leg: str, transfer_callid: str, destination: s
     return call_transfer(callid, leg, transfer_callid, destination, "start", "")
 
 
-def transfer_ok(callid: str, leg: str, transfer_callid: str, destination: str,
-                status: str) -> Event:
+def transfer_ok(callid: str, leg: str, transfer_callid: str, destination: str, status: str) -> Event:
     """
     E_CALL_TRANSFER C{ok}: the new call got a 2xx; C{status} is its status
     text, e.g. C{"200 Answering"}.
@@ -104,8 +124,7 @@ def transfer_ok(callid: str, leg: str, transfer_callid: str, destination: str,
     return call_transfer(callid, leg, transfer_callid, destination, "ok", status)
 
 
-def transfer_failed(callid: str, leg: str, transfer_callid: str, destination: str,
-                    status: str) -> Event:
+def transfer_failed(callid: str, leg: str, transfer_callid: str, destination: str, status: str) -> Event:
     """
     E_CALL_TRANSFER C{fail} (spelled so on the wire): the new call got a
     final reply >= 300, e.g. C{"486 Busy Here"}, or C{"408 Request Timeout"}

@@ -82,11 +82,11 @@ class FakeMIClient:
         Unanswered, uncancelled requests: index in L{requests} ->
         C{(method, params)}.
         """
-        return {i: (r.method, r.params) for i, r in enumerate(self.requests)
-                if r.state == "pending"}
+        return {i: (r.method, r.params) for i, r in enumerate(self.requests) if r.state == "pending"}
 
-    def call(self, method: str, params: dict[str, Any] | None = None,
-             timeout: float | None = None) -> Deferred[Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Deferred[Any]:
         """
         Record the request and return a Deferred the test will fire.
         Cancelling it marks the request C{"cancelled"} (it can then no longer
@@ -153,8 +153,9 @@ class FakeMIClient:
         when no reply came in time.
         """
         request = self.find(which)
-        self.error(which, MITimeout(request.method,
-                                    self.timeout if request.timeout is None else request.timeout))
+        self.error(
+            which, MITimeout(request.method, self.timeout if request.timeout is None else request.timeout)
+        )
 
 
 @implementer(INotificationSink)

@@ -87,9 +87,17 @@ class ScenarioHarness(Generic[C]):
     sink: RecordingSink
 
     @classmethod
-    def start(cls, command_class: type[C], params: dict[str, Any], cmd_id: str = "c1", *,
-              settings: Settings | None = None, names: MINames | None = None,
-              check: bool = True, prepare: Callable[[C], None] | None = None) -> Self:
+    def start(
+        cls,
+        command_class: type[C],
+        params: dict[str, Any],
+        cmd_id: str = "c1",
+        *,
+        settings: Settings | None = None,
+        names: MINames | None = None,
+        check: bool = True,
+        prepare: Callable[[C], None] | None = None,
+    ) -> Self:
         """
         Build the context, the command (its params through its C{check}
         first, as the daemon does, unless C{check} is false) and run it.
@@ -99,8 +107,9 @@ class ScenarioHarness(Generic[C]):
         @raise callapi.errors.RPCError: C{check} refused C{params}.
         """
         mi, hub, clock, sink = FakeMIClient(), EventHub(), Clock(), RecordingSink()
-        ctx = Context(mi=mi, events=hub, clock=clock, names=names or MINames(),
-                      settings=settings or Settings())
+        ctx = Context(
+            mi=mi, events=hub, clock=clock, names=names or MINames(), settings=settings or Settings()
+        )
         if check:
             params = command_class.check(params)  # type: ignore[attr-defined]
         command = command_class(ctx, cmd_id, params, sink)
@@ -133,8 +142,7 @@ class ScenarioHarness(Generic[C]):
             if isinstance(step, MIReply):
                 self.mi.reply(step.method, step.result)
             elif isinstance(step, MIFailure):
-                self.mi.error(step.method,
-                              MIError(step.method, step.code, step.message, step.data))
+                self.mi.error(step.method, MIError(step.method, step.code, step.message, step.data))
             else:
                 self.dispatch(step)
 
@@ -190,11 +198,13 @@ def assert_ended_clean(env: ScenarioHarness[Any]) -> None:
     assert names.count("Ended") == 1 and names[-1] == "Ended", events
     assert events.count(ENDED) == 1 and events[-1] == ENDED, events
     assert names.count("Error") <= 1, events
-    assert {(m, c) for m, c, _, _ in env.sink.notifications} == {
-        (env.command.method, env.cmd_id)}, env.sink.notifications
+    assert {(m, c) for m, c, _, _ in env.sink.notifications} == {(env.command.method, env.cmd_id)}, (
+        env.sink.notifications
+    )
     assert env.command.done
     assert env.command.outstanding == {"subscriptions": 0, "timers": 0, "requests": 0}, (
-        env.command.outstanding)
+        env.command.outstanding
+    )
     assert env.hub.registrations == 0, env.hub.registrations
     assert env.clock.getDelayedCalls() == [], env.clock.getDelayedCalls()
     assert env.mi.pending == {}, env.mi.pending

@@ -76,8 +76,9 @@ class JSONRPCClientProtocol(WebSocketClientProtocol):
             data = json.dumps(message).encode()
         self.sendMessage(data, isBinary=False)
 
-    def command(self, method: str, params: dict[str, Any] | None = None,
-                cmd_id: str | None = None) -> Deferred[CommandResult]:
+    def command(
+        self, method: str, params: dict[str, Any] | None = None, cmd_id: str | None = None
+    ) -> Deferred[CommandResult]:
         """
         Send one request; the Deferred fires with a L{CommandResult} after
         its C{Ended} notification, or at once for an error response.
@@ -125,8 +126,9 @@ class JSONRPCClientProtocol(WebSocketClientProtocol):
             self.closed.callback((code, reason))
 
 
-def connect(reactor: Any, port: int, path: str = "/call-api",
-            host: str = "127.0.0.1") -> Deferred[JSONRPCClientProtocol]:
+def connect(
+    reactor: Any, port: int, path: str = "/call-api", host: str = "127.0.0.1"
+) -> Deferred[JSONRPCClientProtocol]:
     """
     Open one WebSocket connection to a callapi daemon.
 

@@ -16,12 +16,14 @@ whose docstring lists every environment variable).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 
 #: Phone variables: name -> what the phone must do (for skip reasons).
 PHONES = {
@@ -84,25 +86,29 @@ def _env(name: str) -> str | None:
 def opensips_setup() -> Iterator[OpenSIPSSetup]:
     mi = _env("CALLAPI_TEST_MI")
     if mi is None:
-        pytest.skip("CALLAPI_TEST_MI is not set (udp:HOST:PORT of a real OpenSIPS, "
-                    "or 'emulator')")
+        pytest.skip("CALLAPI_TEST_MI is not set (udp:HOST:PORT of a real OpenSIPS, or 'emulator')")
     configured = {name: uri for name in PHONES if (uri := _env(f"CALLAPI_TEST_{name}"))}
     if mi != "emulator":
-        yield OpenSIPSSetup(mi, _env("CALLAPI_TEST_EVENTS"), _env("CALLAPI_TEST_SIP_URI"),
-                            configured)
+        yield OpenSIPSSetup(mi, _env("CALLAPI_TEST_EVENTS"), _env("CALLAPI_TEST_SIP_URI"), configured)
         return
     from twisted.internet import reactor
 
     from callapi.emulator import start_emulator
 
     running = start_emulator(
-        reactor, delay_scale=float(_env("CALLAPI_TEST_EMULATOR_DELAY_SCALE") or 0.05),
-        version=_env("CALLAPI_TEST_EMULATOR_VERSION") or "3.4")
+        reactor,
+        delay_scale=float(_env("CALLAPI_TEST_EMULATOR_DELAY_SCALE") or 0.05),
+        version=_env("CALLAPI_TEST_EMULATOR_VERSION") or "3.4",
+    )
     host, port = running.mi_address
     try:
-        yield OpenSIPSSetup(f"udp:{host}:{port}", _env("CALLAPI_TEST_EVENTS"),
-                            _env("CALLAPI_TEST_SIP_URI"), {**EMULATOR_PHONES, **configured},
-                            emulator=running)
+        yield OpenSIPSSetup(
+            f"udp:{host}:{port}",
+            _env("CALLAPI_TEST_EVENTS"),
+            _env("CALLAPI_TEST_SIP_URI"),
+            {**EMULATOR_PHONES, **configured},
+            emulator=running,
+        )
     finally:
         pytest_twisted.blockon(running.stop())
 
@@ -171,7 +177,7 @@ class Daemon:
         self._saved_notify_delay: Any = None
 
     @classmethod
-    async def start(cls, reactor: Any, setup: OpenSIPSSetup) -> "Daemon":
+    async def start(cls, reactor: Any, setup: OpenSIPSSetup) -> Daemon:
         from callapi.tap import Options, makeService
         from callapi.testing.wsclient import connect
 
@@ -191,8 +197,11 @@ class Daemon:
             status = opensips.subscriptions.status
             bad = {event: s["error"] for event, s in status.items() if not s["ok"]}
             if bad or not status:
-                pytest.fail(f"OpenSIPS at {setup.mi} did not accept the event subscriptions "
-                            f"on {opensips.event_socket}: {bad or 'no answer'}", pytrace=False)
+                pytest.fail(
+                    f"OpenSIPS at {setup.mi} did not accept the event subscriptions "
+                    f"on {opensips.event_socket}: {bad or 'no answer'}",
+                    pytrace=False,
+                )
             client = await within(reactor, connect(reactor, port), 10, "WebSocket connect")
         except BaseException:
             await top.stopService()
@@ -207,16 +216,16 @@ class Daemon:
 
     # -- commands --------------------------------------------------------
 
-    async def command(self, method: str, params: dict[str, Any] | None = None,
-                      timeout: float = COMMAND_TIMEOUT) -> Any:
+    async def command(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = COMMAND_TIMEOUT
+    ) -> Any:
         """
         Send one command; return its L{callapi.testing.wsclient.CommandResult}
         (after C{Ended}, or at once for a JSON-RPC error).
         """
         params = dict(params or {})
         self.sent.append(params)
-        return await within(self.reactor, self.client.command(method, params), timeout,
-                            f"{method} {params}")
+        return await within(self.reactor, self.client.command(method, params), timeout, f"{method} {params}")
 
     @property
     def callids(self) -> set[str]:
@@ -243,9 +252,11 @@ class Daemon:
     async def live_dialogs(self, callids: set[str]) -> dict[str, list[int]]:
         """The dialogs of C{callids} in a state below 5 (not deleted)."""
         states = await self.dialog_states()
-        return {callid: [s for s in states[callid] if not (isinstance(s, int) and s >= 5)]
-                for callid in callids & set(states)
-                if any(not (isinstance(s, int) and s >= 5) for s in states[callid])}
+        return {
+            callid: [s for s in states[callid] if not (isinstance(s, int) and s >= 5)]
+            for callid in callids & set(states)
+            if any(not (isinstance(s, int) and s >= 5) for s in states[callid])
+        }
 
     async def wait_state(self, callid: str, state: int, timeout: float = 10.0) -> None:
         """Wait until OpenSIPS lists a dialog of C{callid} in C{state}."""
@@ -255,18 +266,20 @@ class Daemon:
             if state in states:
                 return
             if waited >= timeout:
-                raise AssertionError(f"OpenSIPS shows dialog {callid} in states {states}, "
-                                     f"not {state}, after {timeout:g} s")
+                raise AssertionError(
+                    f"OpenSIPS shows dialog {callid} in states {states}, not {state}, after {timeout:g} s"
+                )
             await sleep(self.reactor, 0.1)
             waited += 0.1
 
     async def wait_gone(self, callid: str, timeout: float = TEARDOWN_WAIT) -> None:
         """Wait until no dialog of C{callid} is in a state below 5."""
         waited = 0.0
-        while (live := await self.live_dialogs({callid})):
+        while live := await self.live_dialogs({callid}):
             if waited >= timeout:
-                raise AssertionError(f"OpenSIPS still has dialog {callid} in states "
-                                     f"{live[callid]} after {timeout:g} s")
+                raise AssertionError(
+                    f"OpenSIPS still has dialog {callid} in states {live[callid]} after {timeout:g} s"
+                )
             await sleep(self.reactor, 0.1)
             waited += 0.1
 
@@ -291,8 +304,7 @@ class Daemon:
             except Exception:
                 pass
         if fail:
-            raise AssertionError(f"dialogs left in OpenSIPS after the test (Call-ID: states): "
-                                 f"{live}")
+            raise AssertionError(f"dialogs left in OpenSIPS after the test (Call-ID: states): {live}")
 
     # -- the harness' NOTIFY knob ------------------------------------------
 
@@ -314,11 +326,12 @@ class Daemon:
         except (MIError, KeyError, TypeError) as e:
             if wanted == "auto":
                 return
-            pytest.fail(f"CALLAPI_TEST_NOTIFY_DELAY_MS={wanted}, but the proxy has no "
-                        f"$shv(notify_delay_ms): {e}", pytrace=False)
+            pytest.fail(
+                f"CALLAPI_TEST_NOTIFY_DELAY_MS={wanted}, but the proxy has no $shv(notify_delay_ms): {e}",
+                pytrace=False,
+            )
         delay = AUTO_NOTIFY_DELAY_MS if wanted == "auto" else int(wanted)
-        await self.mi.call("shv_set", {"name": "notify_delay_ms", "type": "int",
-                                       "value": delay})
+        await self.mi.call("shv_set", {"name": "notify_delay_ms", "type": "int", "value": delay})
         self._saved_notify_delay = value
 
     async def stop(self) -> None:
@@ -326,8 +339,10 @@ class Daemon:
         try:
             if self._saved_notify_delay is not None:
                 try:
-                    await self.mi.call("shv_set", {"name": "notify_delay_ms", "type": "int",
-                                                   "value": self._saved_notify_delay})
+                    await self.mi.call(
+                        "shv_set",
+                        {"name": "notify_delay_ms", "type": "int", "value": self._saved_notify_delay},
+                    )
                 except Exception:
                     pass
             if self.client.state == self.client.STATE_OPEN:

@@ -72,9 +72,10 @@ import pytest_twisted
 
 pytestmark = [
     pytest.mark.opensips,
-    pytest.mark.skipif(not os.environ.get("CALLAPI_TEST_MI", "").strip(),
-                       reason="CALLAPI_TEST_MI is not set (udp:HOST:PORT of a real OpenSIPS, "
-                              "or 'emulator')"),
+    pytest.mark.skipif(
+        not os.environ.get("CALLAPI_TEST_MI", "").strip(),
+        reason="CALLAPI_TEST_MI is not set (udp:HOST:PORT of a real OpenSIPS, or 'emulator')",
+    ),
 ]
 
 CALL_START = ["CallerAnswered", "Transferring", "TransferStart", "CalleeAnswered", "Ended"]
@@ -149,8 +150,7 @@ def assert_hold(result: Any, kind: str) -> None:
     assert sorted(d["leg"] for d in oks) == ["callee", "caller"], result.notifications
     names = [(n["event"], (n.get("data") or {}).get("leg")) for n in result.notifications]
     for leg in ("caller", "callee"):
-        assert (names.index((f"Call{kind}Start", leg))
-                < names.index((f"Call{kind}Successful", leg))), names
+        assert names.index((f"Call{kind}Start", leg)) < names.index((f"Call{kind}Successful", leg)), names
     assert len(events) == 6, events
 
 
@@ -200,8 +200,9 @@ async def test_call_end(daemon: Any) -> None:
 async def test_blind_transfer_to_target(daemon: Any) -> None:
     target = daemon.setup.phone("TARGET")
     _, new = await confirmed_call(daemon)
-    result = await daemon.command("CallBlindTransfer",
-                                  {"callid": new, "leg": "callee", "destination": target})
+    result = await daemon.command(
+        "CallBlindTransfer", {"callid": new, "leg": "callee", "destination": target}
+    )
     assert without_pending(result) == BLIND, result.notifications
     assert one(result, "Transferring") == {"destination": target}
     start = one(result, "TransferStart")
@@ -223,12 +224,10 @@ async def test_blind_transfer_to_target(daemon: Any) -> None:
 async def test_blind_transfer_to_busy(daemon: Any) -> None:
     busy = daemon.setup.phone("BUSY")
     _, new = await confirmed_call(daemon)
-    result = await daemon.command("CallBlindTransfer",
-                                  {"callid": new, "leg": "callee", "destination": busy})
+    result = await daemon.command("CallBlindTransfer", {"callid": new, "leg": "callee", "destination": busy})
     events = without_pending(result)
     assert events == ["Transferring", "TransferStart", "Error", "Ended"], result.notifications
-    assert one(result, "Error").startswith("transfer failed with status 486"), \
-        result.notifications
+    assert one(result, "Error").startswith("transfer failed with status 486"), result.notifications
     # A failed blind transfer leaves the call alone, but a baresip transferee
     # may hang it up itself: end it if it is still there.
     end = await daemon.command("CallEnd", {"callid": new})
@@ -256,8 +255,9 @@ async def test_call_start_unknown_caller(daemon: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_call_start_noanswer_caller_times_out(daemon: Any) -> None:
     noanswer, callee = daemon.setup.phone("NOANSWER"), daemon.setup.phone("CALLEE")
-    result = await daemon.command("CallStart", {"caller": noanswer, "callee": callee,
-                                                "ring_timeout": 3}, timeout=30)
+    result = await daemon.command(
+        "CallStart", {"caller": noanswer, "callee": callee, "ring_timeout": 3}, timeout=30
+    )
     text = error_of(result)
     assert re.search(r"\b3 s\b", text), text  # names the ring timeout
     assert text.startswith("408"), text
