@@ -30,7 +30,7 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == HERE:
 elif REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench.cli import main
+from bench.cli import main  # noqa: E402 (needs the sys.path set up above)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,7 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="bench/bench.py",
         description="Benchmark the callapi daemon against the OpenSIPS emulator (127.0.0.1 only).",
     )
-    p.add_argument("--scenario", choices=SCENARIOS + ("all",), default="all")
+    p.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
     p.add_argument("--clients", type=int, default=100, help="concurrent WebSocket clients (echo, hold)")
     p.add_argument(
         "--depth",

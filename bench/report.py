@@ -130,7 +130,8 @@ def load_result(
                     p["per_second"]
                     + [0] * (len(max((q["per_second"] for q in parts), key=len)) - len(p["per_second"]))
                     for p in parts
-                )
+                ),
+                strict=False,
             )
         ],
         "blind_spares_used": sum(p["spares_used"] for p in parts),

@@ -9,7 +9,7 @@ encoder in L{callapi.opensips.mi} because OpenSIPS has its own quirks.
 from __future__ import annotations
 
 import json
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -70,7 +70,7 @@ class Invalid:
     notification: bool = False
 
 
-Item = Union[Request, Invalid]
+Item = Request | Invalid
 
 
 @attrs.frozen

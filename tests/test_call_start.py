@@ -1198,7 +1198,7 @@ def test_a_30_minute_click_to_dial_call() -> None:
     done = list(env.events())
     assert done[-1] == ENDED
     env.assert_ended_clean()
-    for minute in range(30):
+    for _minute in range(30):
         env.clock.advance(60)
         env.play(
             ("E_CALL_HOLD", {"callid": t.NEW, "leg": "caller", "action": "hold", "state": "start"}),

@@ -171,7 +171,7 @@ async def test_oversized_message_closes_1009(reactor: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_wrong_path_refused(daemon: DaemonHarness) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(ConnectionError):
         await connect(daemon.reactor, daemon.port, path="/other")
 
 

@@ -298,8 +298,8 @@ def setup_actions(
         m2 = re.match(r"(\w+) dials '(\w+)'", text)
         if m or m2:
             caller, callee = (m or m2).groups()  # type: ignore[union-attr]
-        elif text.startswith("plus one early dialog: alice -> noanswer") or text.startswith(
-            "dlg_end_dlg on an early (ringing) dialog"
+        elif text.startswith(
+            ("plus one early dialog: alice -> noanswer", "dlg_end_dlg on an early (ringing) dialog")
         ):
             caller, callee = "alice", "noanswer"
         else:
@@ -384,9 +384,8 @@ def _bind_did(b: Binder, t: Any, e: Any, where: str, t_callid: Any = None, e_cal
             raise Mismatch(
                 f"{where}: emulator ID {e} does not start with the hash entry of {e_callid} ({expect})"
             )
-    if isinstance(t_callid, str) and t_callid == e_callid:
-        if t.split(".")[0] != e.split(".")[0]:
-            raise Mismatch(f"{where}: hash entry differs: {t} vs {e}")
+    if isinstance(t_callid, str) and t_callid == e_callid and t.split(".")[0] != e.split(".")[0]:
+        raise Mismatch(f"{where}: hash entry differs: {t} vs {e}")
 
 
 _REPLACES = re.compile(r"^(.*)\?Replaces=(.+)\?to-tag\?(.+)\?from-tag\?(.+)$")
@@ -462,7 +461,7 @@ def compare(t: Any, e: Any, b: Binder, where: str = "") -> None:
             raise Mismatch(f"{where}: {len(t)} elements vs {len(e)}")
         if t and isinstance(t[0], dict) and "ID" in t[0] and "CALLEES" in t[0]:
             return _compare_dialog_list(t, e, b, where)
-        for i, (x, y) in enumerate(zip(t, e)):
+        for i, (x, y) in enumerate(zip(t, e, strict=False)):
             compare(x, y, b, f"{where}[{i}]")
         return None
     if type(t) is not type(e) or t != e:
@@ -545,7 +544,7 @@ def _compare_dialog(t: dict[str, Any], e: dict[str, Any], b: Binder, where: str)
         elif k == "CALLEES":
             if len(tv) != len(ev):
                 raise Mismatch(f"{w}: {len(tv)} vs {len(ev)} callees")
-            for i, (x, y) in enumerate(zip(tv, ev)):
+            for i, (x, y) in enumerate(zip(tv, ev, strict=False)):
                 _compare_dialog_callee(x, y, b, f"{w}[{i}]")
         elif k == "callid":
             pass
@@ -595,7 +594,7 @@ def _compare_uac_result(t: dict[str, Any], e: dict[str, Any], b: Binder, where: 
         elif k == "Routes":
             if len(tv) != len(ev):
                 raise Mismatch(f"{w}: {tv!r} vs {ev!r}")
-            for x, y in zip(tv, ev):
+            for x, y in zip(tv, ev, strict=False):
                 pt, _, dt = x.rstrip(">").partition("did=")
                 pe, _, de = y.rstrip(">").partition("did=")
                 if pt != pe or not (x.endswith(">") and y.endswith(">")):
@@ -697,9 +696,7 @@ def _racy(a: Item, b: Item, requests: dict[str, str]) -> bool:
             return True
     if "other" in pair and any(c.startswith("reply:") for c in pair):
         return True
-    if "xfer:notify" in pair and "dlg:3->4" in pair:
-        return True
-    return False
+    return bool("xfer:notify" in pair and "dlg:3->4" in pair)
 
 
 # ---------------------------------------------------------------------------
@@ -855,8 +852,6 @@ class Replay:
         used = {m.seq for m in self.matched.values()}
         for it in self.items:
             if it.dir == "mi-request" or it.t >= t_limit or it.seq in self.matched:
-                continue
-            if it.dir == "event" and False:
                 continue
             best = None
             reasons = []

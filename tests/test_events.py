@@ -7,6 +7,7 @@ general" and "event_subscribe expiry").
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -397,7 +398,7 @@ def coverage_gaps(mi: ScriptedMI, event: str, until: float, expire: int) -> list
     """
     times = [
         t
-        for t, r, o in zip(mi.sent_at, mi.requests, mi.outcomes)
+        for t, r, o in zip(mi.sent_at, mi.requests, mi.outcomes, strict=False)
         if o == "ok" and r.params and r.params["event"] == event and r.params["expire"] > 0
     ]
     gaps = []
@@ -420,8 +421,10 @@ def test_thirty_minutes_without_a_gap() -> None:
         clock.advance(1)
     for event in EVENTS:
         assert coverage_gaps(mi, event, 1800, 120) == []
-        times = [t for t, r in zip(mi.sent_at, mi.requests) if (r.params or {})["event"] == event]
-        assert times[0] == 0 and max(b - a for a, b in zip(times, times[1:])) <= 40
+        times = [
+            t for t, r in zip(mi.sent_at, mi.requests, strict=False) if (r.params or {})["event"] == event
+        ]
+        assert times[0] == 0 and max(b - a for a, b in itertools.pairwise(times)) <= 40
         assert len(times) == 1800 // 40 + 1
     assert len(mi.pending) == 0 and len(clock.getDelayedCalls()) == 1
 
@@ -450,9 +453,11 @@ def test_keeps_refreshing_after_failures() -> None:
         if second == 81:  # just after round 2 failed
             statuses.append(dict(manager.status))
     assert statuses[0]["E_CALL_HOLD"] == {"ok": False, "at": 80.0, "error": "400 Bad parameter value"}
-    sent = [t for t, r in zip(mi.sent_at, mi.requests) if (r.params or {})["event"] == "E_CALL_HOLD"]
+    sent = [
+        t for t, r in zip(mi.sent_at, mi.requests, strict=False) if (r.params or {})["event"] == "E_CALL_HOLD"
+    ]
     # after a timeout the next round comes refresh seconds after the MI timeout
-    assert max(b - a for a, b in zip(sent, sent[1:])) == 45
+    assert max(b - a for a, b in itertools.pairwise(sent)) == 45
     assert sent[-1] >= 1800 - 45
     for event in EVENTS:
         assert coverage_gaps(mi, event, 1800, 120) == []

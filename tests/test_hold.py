@@ -437,7 +437,7 @@ def test_not_ready_is_retried_then_fails() -> None:
     env = run()
     settings = env.ctx.settings
     not_ready = MIError("call_hold", 410, "Dialog not ready")
-    for attempt in range(settings.hold_not_ready_retries):
+    for _attempt in range(settings.hold_not_ready_retries):
         env.mi.error("call_hold", not_ready)
         assert env.events() == []
         env.clock.advance(settings.hold_retry_delay)

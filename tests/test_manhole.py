@@ -29,7 +29,7 @@ from twisted.conch.ssh.transport import SSHClientTransport
 from twisted.conch.ssh.userauth import SSHUserAuthClient
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ProcessTerminated
+from twisted.internet.error import ConnectionClosed, ProcessTerminated
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
@@ -459,7 +459,7 @@ async def test_wrong_key_rejected(reactor: Any, user_key: tuple[Key, Path], tmp_
         service.startService()
         port = (await service.when_listening()).getHost().port
         client = await connect(reactor, port, service.host_key, intruder)
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             await client.opened.addTimeout(TIMEOUT, reactor)
         await client.lost.addTimeout(TIMEOUT, reactor)
         assert client.auth is not None and client.auth._offered

@@ -13,7 +13,7 @@ MI requests, and that nothing is left behind once the command ended
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import pytest
 
@@ -33,7 +33,7 @@ ERIN = "sip:erin@127.0.0.1"
 
 #: a step of L{Env.play}: the MI reply "Accepted" to call_transfer
 ACCEPTED = "Accepted"
-TransferStep = Union[str, Step]
+TransferStep = str | Step
 
 
 class CalleeSuccess:

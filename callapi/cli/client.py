@@ -137,7 +137,10 @@ def _make_parser() -> ArgumentParser:
         type=positive_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"give up (exit 2) when Ended has not arrived after this many seconds (default {DEFAULT_TIMEOUT:g})",
+        help=(
+            "give up (exit 2) when Ended has not arrived after this many seconds "
+            f"(default {DEFAULT_TIMEOUT:g})"
+        ),
     )
     parser.add_argument(
         "--cmd-id", metavar="ID", help="cmd_id to give the command (default: the server picks one)"

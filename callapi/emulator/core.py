@@ -185,7 +185,7 @@ class OpenSIPSEmulator:
     @property
     def phones(self) -> dict[str, Phone]:
         """URI -> L{Phone} of every reachable user."""
-        return {uri: phone for uri, phone in self._phones.values()}
+        return dict(self._phones.values())
 
     @property
     def subscribers(self) -> dict[tuple[str, str], SubscriptionInfo]:

@@ -416,7 +416,7 @@ def match_recipe(cmd: Command, params: Any) -> dict[str, Any]:
             raise invalid_params("Command only supports named parameters")
         for recipe in cmd.recipes:
             if len(recipe) == len(params):
-                return dict(zip(recipe, params))
+                return dict(zip(recipe, params, strict=False))
         raise invalid_params("Too few or too many parameters")
     if not isinstance(params, dict):
         raise invalid_params("Too few or too many parameters")

@@ -140,7 +140,10 @@ class _Transfer:
         """Schedule the transferee's reaction to the REFER (see L{Phone.refer})."""
         phone = self.transferee.phone
         emu = self.emu
-        reply = lambda: self.respond.result("Accepted")
+
+        def reply() -> None:
+            self.respond.result("Accepted")
+
         if phone is None or not self.transferee.alive or phone.refer == "reject" or self.dlg.state < 3:
             # REFER refused (501, or an early dialog: not traced) or never
             # answered: nothing but "Accepted"

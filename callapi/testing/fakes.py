@@ -19,7 +19,7 @@ C{successResultOf}) are here too.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -34,7 +34,7 @@ E = TypeVar("E", bound=BaseException)
 
 #: How a test names a request: its index in L{FakeMIClient.requests}, or an
 #: MI method name (then the oldest still pending request of that method).
-Which = Union[int, str]
+Which = int | str
 
 
 @attrs.define
