@@ -99,3 +99,118 @@ class INotificationSink(Interface):
         Send one notification.  C{data=None} omits the C{data} member.
         Must not raise; a closed sink drops silently.
         """
+
+
+class IDialogOwner(Interface):
+    """
+    A running command that created or controls a call (e.g. CallStart's
+    first call, or the new call of a transfer it started).  The registry
+    tells it when another command acts on that call.
+    """
+
+    method = Attribute("C{str}: the owning command's JSON-RPC method, e.g. C{'CallStart'}.")
+    cmd_id = Attribute("C{str}: the owning command's cmd_id.")
+
+    def call_ended_by_api(callid: str, by_cmd_id: str) -> None:
+        """
+        Another command (CallEnd, or DELETE over REST later) is ending
+        C{callid} through the proxy.  The owner must stop promptly: a
+        ringing CallStart ends with C{Error(487 ...)}, and an answer that
+        crosses that end is hung up, never transferred.
+        """
+
+
+class IDialogRegistry(Interface):
+    """
+    The proxy's dialogs as callapi knows them (L{callapi.opensips.registry}):
+    loaded with paged C{dlg_list} when the daemon (re)connects, kept current
+    from E_DLG_STATE_CHANGED / E_CALL_HOLD / E_CALL_TRANSFER, checked with
+    C{dlg_list callid=} where it could be stale.  Records are
+    L{callapi.opensips.dialog.DialogRecord}.
+    """
+
+    def get(callid: str) -> Any:
+        """
+        What the registry holds now for C{callid}: a C{DialogRecord} (also an
+        ended one that still lingers, with C{state} C{DELETED}) or C{None}.
+        No MI request.
+        """
+
+    def check(callid: str) -> Any:
+        """
+        Ask the proxy now (C{dlg_list callid=}; retried on timeout, it is
+        idempotent) and update the record.
+
+        @return: C{Deferred} firing with the fresh C{DialogRecord}, or with
+            C{None} when OpenSIPS has no such dialog (404 "No such dialog");
+            errbacks with L{callapi.errors.MITimeout} when OpenSIPS did not
+            answer.
+        """
+
+    def resolve(callid: str) -> Any:
+        """
+        The internal dialog ID (C{"<hex>.<hex>"}) of the live dialog whose
+        Call-ID is C{callid}, for C{dlg_end_dlg dialog_id=} (which tries the
+        ID form first, OpenSIPS C{get_dlg_by_dialog_id}).  Uses the record
+        when it has the ID, else C{dlg_list callid=}.
+
+        @return: C{Deferred} firing with the ID, or C{None} when no live
+            dialog has that Call-ID.
+        """
+
+    def claim(callid: str, owner: IDialogOwner) -> None:
+        """
+        C{owner} is responsible for C{callid} (also before the proxy has
+        the dialog: a CallStart claims its Call-ID before C{t_uac_dlg}).
+        """
+
+    def release(callid: str, owner: IDialogOwner) -> None:
+        """
+        C{owner} no longer controls C{callid}.  Idempotent; no-op when
+        another owner holds it.
+        """
+
+    def owner(callid: str) -> IDialogOwner | None:
+        """
+        The running command responsible for C{callid}, or C{None}.
+        """
+
+    def dialogs() -> Any:
+        """
+        An iterable of every C{DialogRecord} held now (live ones and ended
+        ones that still linger).
+        """
+
+    def watch(observer: Callable[[Any], None]) -> ISubscription:
+        """
+        Call C{observer(record)} after every change of a record (state,
+        held legs, from/to learnt, owner).  For lifecycle events later.
+        """
+
+
+class IProxyStatus(Interface):
+    """
+    Is OpenSIPS there? One object (L{callapi.opensips.liveness}) that the
+    daemon keeps current with a cheap periodic MI probe (C{uptime}, whose
+    C{"Up since"} also reveals a restart) and the subscription outcomes;
+    read by commands (fail fast), and later by C{/readyz} and metrics.
+    """
+
+    reachable = Attribute("C{bool}: the last probe (or any MI reply) got an answer.")
+    since = Attribute("C{float}: clock time (seconds) of the last change of C{reachable}.")
+    subscribed = Attribute("C{bool}: every event subscription is in place and fresh.")
+    up_since = Attribute("C{str} or C{None}: OpenSIPS' C{uptime} 'Up since' as last seen.")
+    restarts = Attribute("C{int}: restarts noticed since the daemon started.")
+
+    def describe() -> str:
+        """
+        One line for error texts, e.g. C{"OpenSIPS unreachable since
+        09:21:17 (no MI reply for 12 s)"}.
+        """
+
+    def watch(observer: Callable[[str], None]) -> ISubscription:
+        """
+        Call C{observer(change)} with C{"reachable"}, C{"unreachable"} or
+        C{"restarted"} when that happens (the subscriptions re-subscribe,
+        the registry reloads).
+        """

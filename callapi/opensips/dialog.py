@@ -212,3 +212,35 @@ def parse_hold(params: dict[str, Any]) -> HoldEvent | None:
         _log.warn("dropped a malformed E_CALL_HOLD {params!r}", params=params)
         return None
     return HoldEvent(callid, leg, action, _HOLD_STATES[state])
+
+
+@attrs.define
+class DialogRecord:
+    """
+    One dialog of the proxy as the registry (L{callapi.interfaces.IDialogRegistry})
+    holds it.  Times are the registry clock's seconds.
+
+    @ivar callid: the dialog's Call-ID.
+    @ivar dialog_id: OpenSIPS' internal ID C{"<hex>.<hex>"} (C{dlg_list}
+        C{ID}, E_DLG_STATE_CHANGED C{id}), or C{None} while unknown.
+    @ivar state: the last state seen.
+    @ivar from_uri: C{dlg_list} C{from_uri}, or C{None} until looked up.
+    @ivar to_uri: C{dlg_list} C{to_uri}, or C{None} until looked up.
+    @ivar created_at: when the registry first heard of it.
+    @ivar updated_at: when it last changed.
+    @ivar ended_at: when it reached C{DELETED} (it lingers a bounded time),
+        else C{None}.
+    @ivar held: the legs on hold (C{"caller"}, C{"callee"}) from E_CALL_HOLD.
+    @ivar owner_cmd_id: the cmd_id of the command that owns it, or C{None}.
+    """
+
+    callid: str
+    dialog_id: str | None = None
+    state: DialogState = DialogState.UNCONFIRMED
+    from_uri: str | None = None
+    to_uri: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    ended_at: float | None = None
+    held: set[str] = attrs.Factory(set)
+    owner_cmd_id: str | None = None
