@@ -49,6 +49,15 @@ EMULATOR_PHONES = {
 }
 
 
+#: How long a command may take before the test gives up on it (seconds);
+#: C{CALLAPI_TEST_COMMAND_TIMEOUT} overrides it.  A test may pass its own.
+COMMAND_TIMEOUT = 60.0
+#: How long OpenSIPS may take to bring a dialog to an awaited state, or to
+#: tear a test's dialogs down after it (seconds); C{CALLAPI_TEST_DIALOG_WAIT}
+#: overrides it.
+DIALOG_WAIT = 10.0
+
+
 @attrs.define
 class OpenSIPSSetup:
     """
@@ -59,6 +68,11 @@ class OpenSIPSSetup:
     @ivar sip_uri: the daemon's C{--sip-uri}, or C{None}.
     @ivar phones: phone name (L{PHONES}) -> SIP URI, only those configured.
     @ivar emulator: the running emulator in emulator mode, else C{None}.
+    @ivar command_timeout: how long a command may take before the test gives
+        up on it (C{CALLAPI_TEST_COMMAND_TIMEOUT}, default L{COMMAND_TIMEOUT}).
+    @ivar dialog_wait: how long OpenSIPS may take to bring a dialog to an
+        awaited state or to tear it down (C{CALLAPI_TEST_DIALOG_WAIT},
+        default L{DIALOG_WAIT}).
     """
 
     mi: str
@@ -66,6 +80,8 @@ class OpenSIPSSetup:
     sip_uri: str | None = None
     phones: dict[str, str] = attrs.Factory(dict)
     emulator: Any = None
+    command_timeout: float = COMMAND_TIMEOUT
+    dialog_wait: float = DIALOG_WAIT
 
     def phone(self, name: str) -> str:
         """
@@ -82,14 +98,37 @@ def _env(name: str) -> str | None:
     return value or None
 
 
+def _seconds(name: str, default: float) -> float:
+    """
+    The positive number of seconds in environment variable C{name}, or
+    C{default} when it is unset; fails the tests naming it when malformed.
+    """
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        pytest.fail(f"{name}={value!r}: expected a positive number of seconds", pytrace=False)
+    return seconds
+
+
 @pytest.fixture(scope="session")
 def opensips_setup() -> Iterator[OpenSIPSSetup]:
     mi = _env("CALLAPI_TEST_MI")
     if mi is None:
         pytest.skip("CALLAPI_TEST_MI is not set (udp:HOST:PORT of a real OpenSIPS, or 'emulator')")
     configured = {name: uri for name in PHONES if (uri := _env(f"CALLAPI_TEST_{name}"))}
+    timeouts = {
+        "command_timeout": _seconds("CALLAPI_TEST_COMMAND_TIMEOUT", COMMAND_TIMEOUT),
+        "dialog_wait": _seconds("CALLAPI_TEST_DIALOG_WAIT", DIALOG_WAIT),
+    }
     if mi != "emulator":
-        yield OpenSIPSSetup(mi, _env("CALLAPI_TEST_EVENTS"), _env("CALLAPI_TEST_SIP_URI"), configured)
+        yield OpenSIPSSetup(
+            mi, _env("CALLAPI_TEST_EVENTS"), _env("CALLAPI_TEST_SIP_URI"), configured, **timeouts
+        )
         return
     from twisted.internet import reactor
 
@@ -108,15 +147,12 @@ def opensips_setup() -> Iterator[OpenSIPSSetup]:
             _env("CALLAPI_TEST_SIP_URI"),
             {**EMULATOR_PHONES, **configured},
             emulator=running,
+            **timeouts,
         )
     finally:
         pytest_twisted.blockon(running.stop())
 
 
-#: How long a command may take before the test gives up on it (seconds).
-COMMAND_TIMEOUT = 60.0
-#: After a test, how long OpenSIPS may take to tear its dialogs down.
-TEARDOWN_WAIT = 10.0
 #: $shv(notify_delay_ms) used when CALLAPI_TEST_NOTIFY_DELAY_MS is "auto".
 AUTO_NOTIFY_DELAY_MS = 300
 
@@ -193,7 +229,12 @@ class Daemon:
         try:
             port = (await top.getServiceNamed("websocket").when_listening()).getHost().port
             opensips = top.getServiceNamed("opensips")
-            await within(reactor, opensips.subscribed, 30, f"subscribing to events at {setup.mi}")
+            await within(
+                reactor,
+                opensips.subscribed,
+                min(30, setup.command_timeout),
+                f"subscribing to events at {setup.mi}",
+            )
             status = opensips.subscriptions.status
             bad = {event: s["error"] for event, s in status.items() if not s["ok"]}
             if bad or not status:
@@ -217,12 +258,15 @@ class Daemon:
     # -- commands --------------------------------------------------------
 
     async def command(
-        self, method: str, params: dict[str, Any] | None = None, timeout: float = COMMAND_TIMEOUT
+        self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
         """
         Send one command; return its L{callapi.testing.wsclient.CommandResult}
-        (after C{Ended}, or at once for a JSON-RPC error).
+        (after C{Ended}, or at once for a JSON-RPC error).  C{timeout}
+        defaults to the setup's C{command_timeout}.
         """
+        if timeout is None:
+            timeout = self.setup.command_timeout
         params = dict(params or {})
         self.sent.append(params)
         return await within(self.reactor, self.client.command(method, params), timeout, f"{method} {params}")
@@ -258,8 +302,13 @@ class Daemon:
             if any(not (isinstance(s, int) and s >= 5) for s in states[callid])
         }
 
-    async def wait_state(self, callid: str, state: int, timeout: float = 10.0) -> None:
-        """Wait until OpenSIPS lists a dialog of C{callid} in C{state}."""
+    async def wait_state(self, callid: str, state: int, timeout: float | None = None) -> None:
+        """
+        Wait until OpenSIPS lists a dialog of C{callid} in C{state} (at most
+        C{timeout}, default the setup's C{dialog_wait}).
+        """
+        if timeout is None:
+            timeout = self.setup.dialog_wait
         waited = 0.0
         while True:
             states = (await self.dialog_states()).get(callid, [])
@@ -272,8 +321,13 @@ class Daemon:
             await sleep(self.reactor, 0.1)
             waited += 0.1
 
-    async def wait_gone(self, callid: str, timeout: float = TEARDOWN_WAIT) -> None:
-        """Wait until no dialog of C{callid} is in a state below 5."""
+    async def wait_gone(self, callid: str, timeout: float | None = None) -> None:
+        """
+        Wait until no dialog of C{callid} is in a state below 5 (at most
+        C{timeout}, default the setup's C{dialog_wait}).
+        """
+        if timeout is None:
+            timeout = self.setup.dialog_wait
         waited = 0.0
         while live := await self.live_dialogs({callid}):
             if waited >= timeout:
@@ -293,7 +347,7 @@ class Daemon:
         if not callids:
             return
         waited = 0.0
-        while (live := await self.live_dialogs(callids)) and waited < TEARDOWN_WAIT:
+        while (live := await self.live_dialogs(callids)) and waited < self.setup.dialog_wait:
             await sleep(self.reactor, 0.2)
             waited += 0.2
         if not live:
