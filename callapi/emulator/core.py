@@ -20,8 +20,9 @@ One object per concern, owned by the emulator, answers the rest:
 L{callapi.emulator.events} (EVI), L{callapi.emulator.meta} (C{which},
 C{version}, ..., shared variables), L{callapi.emulator.invite} (the proxied
 INVITE), L{callapi.emulator.uac} (C{t_uac_dlg}), L{callapi.emulator.hold},
-L{callapi.emulator.transfer}.  They use the emulator's underscore members
-(scheduler, ids, dialog table): those are this package's internals, not API.
+L{callapi.emulator.transfer}, L{callapi.emulator.restart}; faults: L{Faults}.
+They use the emulator's underscore members (scheduler, ids, dialog table):
+those are this package's internals, not API.
 
 Use it in unit tests with a L{twisted.internet.task.Clock}::
 
@@ -38,7 +39,7 @@ or on real sockets with L{callapi.emulator.sockets.start_emulator}, or
 standalone (L{callapi.emulator.cli})::
 
     python -m callapi.emulator --mi udp:127.0.0.1:8080 [--version 4.0]
-        [--delay-scale 1] [--demo-calls N]
+        [--delay-scale 1] [--demo-calls N] [fault options, see cli]
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from callapi.emulator import sip
 from callapi.emulator.events import DEFAULT_EXPIRE, EventInterface, SubscriptionInfo
+from callapi.emulator.faults import FaultDice, Faults
 from callapi.emulator.hold import Hold
 from callapi.emulator.invite import Final, Invites
 from callapi.emulator.meta import CoreCommands, SharedVariables
@@ -69,6 +71,7 @@ from callapi.emulator.mi_table import (
     param_int,
     param_str,
 )
+from callapi.emulator.restart import Restarts
 from callapi.emulator.scheduler import Scheduler
 from callapi.emulator.sip import Dialog, Leg, Phone, default_phones
 from callapi.emulator.transfer import Transfers
@@ -108,6 +111,9 @@ class OpenSIPSEmulator:
         reply datagram with the same id first
         (3.4/b_click_to_dial_pass_provisional_replies.jsonl).
     @param seed: seeds the generator of tags, Call-IDs and dialog ids.
+    @param faults: the faults to inject (L{Faults}: MI datagram loss, lost
+        events, the NOTIFY race, automatic restarts); default: none, the
+        behaviour of the traces.
     """
 
     _log = logger()
@@ -121,6 +127,7 @@ class OpenSIPSEmulator:
         *,
         pass_provisional_replies: bool = False,
         seed: int | None = None,
+        faults: Faults | None = None,
     ) -> None:
         if version not in ("3.4", "4.0"):
             raise ValueError("version must be '3.4' or '4.0'")
@@ -131,11 +138,14 @@ class OpenSIPSEmulator:
         self._rng = random.Random(seed)
         self._ids = sip.IdFactory(self._rng)
         self._table = CommandTable(version)
-        self._evi = EventInterface(clock, version, send_event)
+        self._dice = FaultDice(faults or Faults(), seed)
+        self._restarts = Restarts(self)
+        self._evi = EventInterface(clock, version, send_event, self._restarts.lose_event)
         self._shv = SharedVariables()
         self._phones: dict[str, tuple[str, Phone]] = {}
         self.dialogs: dict[str, Dialog] = {}
-        self._by_dialog_id: dict[str, Dialog] = {}
+        #: (h_entry, h_id) -> dialog, deleted ones included until purged
+        self._by_dialog_id: dict[tuple[int, int], Dialog] = {}
         self._ended: collections.deque[Dialog] = collections.deque()
         self._seq = 0
         self._invites = Invites(self)
@@ -145,8 +155,9 @@ class OpenSIPSEmulator:
             "dialog:list_ctx": lambda p, r: self._cmd_dlg_list(p, r, ctx=True),
             "dialog:end_dlg": self._cmd_end_dlg,
         }
+        self._core = CoreCommands(clock, version, self._table, self._wall)
         for part in (
-            CoreCommands(clock, version, self._table, self._wall),
+            self._core,
             self._evi,
             self._shv,
             self._uac,
@@ -154,6 +165,7 @@ class OpenSIPSEmulator:
             Transfers(self),
         ):
             self._handlers.update(part.commands())
+        self._restarts.schedule()
 
     # ------------------------------------------------------------------
     # public API
@@ -167,6 +179,44 @@ class OpenSIPSEmulator:
     def stop(self) -> None:
         """Cancel everything scheduled.  The emulator is unusable afterwards."""
         self._sched.stop()
+        self._restarts.stop()
+
+    # -- fault injection (docs/emulator.md "Fault injection") ----------
+
+    @property
+    def faults(self) -> Faults:
+        """The faults in force (L{Faults}); assign a new one to change them
+        mid-run (e.g. stop the loss so that cleanup can finish)."""
+        return self._dice.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._dice.faults = faults
+        self._restarts.reschedule()
+
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        """Faults so far: C{{"mi_request": n, "mi_reply": n, "event": n, "notify_race": n}}."""
+        return dict(self._dice.counts)
+
+    @property
+    def up(self) -> bool:
+        """C{False} while a restart keeps OpenSIPS down (L{restart})."""
+        return not self._restarts.down
+
+    def live_dialogs(self) -> list[tuple[str, str, int]]:
+        """C{(Call-ID, dialog ID, state)} of every dialog in state 1-4, in
+        C{dlg_list} order (tests check that no call is left behind)."""
+        return [(d.callid, d.dialog_id, d.state) for d in self._listed() if d.active]
+
+    def restart(self, forget_dialogs: bool | None = None, downtime: float | None = None) -> None:
+        """OpenSIPS restarts now: L{Restarts.restart} (defaults from L{faults})."""
+        self._restarts.restart(forget_dialogs, downtime)
+
+    @property
+    def restarts(self) -> int:
+        """How many restarts happened so far."""
+        return self._restarts.count
 
     def add_phone(self, uri: str, phone: Phone) -> None:
         """
@@ -209,6 +259,8 @@ class OpenSIPSEmulator:
         """
         if sip.user_of(caller_uri) not in self._phones:
             raise KeyError(f"unknown caller phone {caller_uri}")
+        if self._restarts.down:
+            raise RuntimeError("OpenSIPS is down (restart in progress)")
         curi, cphone = self._phones[sip.user_of(caller_uri)]
         if callid is None:
             callid = self._ids.callid(cphone.ua)
@@ -238,6 +290,8 @@ class OpenSIPSEmulator:
         dlg = self.dialogs.get(callid)
         if dlg is None or not dlg.active:
             raise KeyError(f"no active dialog {callid}")
+        if self._restarts.down:
+            raise RuntimeError("OpenSIPS is down (restart in progress)")
         if dlg.state >= 3:
             self._sched.chain(f"hangup {callid}", [(sip.HANGUP_MS, lambda: self._end_dialog(dlg))])
         else:
@@ -249,8 +303,16 @@ class OpenSIPSEmulator:
         """
         One MI request datagram in; C{reply(datagram)} zero or more times,
         now or later.  Transport rules from 3.4/h_errors.jsonl and
-        4.0/h_errors.jsonl, 4.0/h_mi_crash.jsonl.
+        4.0/h_errors.jsonl, 4.0/h_mi_crash.jsonl.  Faults (L{Faults}): dropped
+        while down or lost (C{mi_request_loss}), replies too (C{mi_reply_loss}).
         """
+        if self._restarts.down:
+            self._log.debug("MI request dropped: OpenSIPS is down (restart)")
+            return
+        if self._dice.lose_request():
+            self._log.debug("MI request LOST (fault injection)")
+            return
+        reply = self._restarts.guard_reply(reply)
         self._purge_deleted()
         try:
             request = json.loads(data.decode("utf-8"), parse_float=_finite_float, parse_constant=_no_constant)
@@ -336,8 +398,7 @@ class OpenSIPSEmulator:
         callee_uri: str,
         callee_user: str | None = None,
     ) -> Dialog:
-        """A new dialog in state 1, its callee the phone of C{callee_user}
-        (default: the user of C{callee_uri}), if any."""
+        """A new dialog in state 1, callee the phone of C{callee_user} (or C{callee_uri})."""
         entry, hid = self._ids.dialog_ids(callid)
         known = self._phones.get(sip.user_of(caller_phone)) if caller_phone else None
         cphone = known[1] if known else None
@@ -347,7 +408,7 @@ class OpenSIPSEmulator:
         self._seq += 1
         dlg = Dialog(callid, entry, hid, caller, callee, created_seq=self._seq)
         self.dialogs[callid] = dlg
-        self._by_dialog_id[dlg.dialog_id] = dlg
+        self._by_dialog_id[(dlg.h_entry, dlg.h_id)] = dlg
         return dlg
 
     def _purge_deleted(self) -> None:
@@ -363,16 +424,22 @@ class OpenSIPSEmulator:
             dlg = ended.popleft()
             if self.dialogs.get(dlg.callid) is dlg:
                 del self.dialogs[dlg.callid]
-            if self._by_dialog_id.get(dlg.dialog_id) is dlg:
-                del self._by_dialog_id[dlg.dialog_id]
+            if self._by_dialog_id.get((dlg.h_entry, dlg.h_id)) is dlg:
+                del self._by_dialog_id[(dlg.h_entry, dlg.h_id)]
 
     def _find_dialog(self, key: str) -> Dialog | None:
-        """An active dialog by Call-ID or internal ID (dlg_end_dlg accepts
-        both, 3.4/g_dlg_end_dlg.jsonl id 11)."""
+        """C{dlg_end_dlg}'s lookup in OpenSIPS' order (C{get_dlg_by_dialog_id},
+        modules/dialog/dlg_hash.c, 3.4 and 4.0): a key of the ID shape
+        (L{sip.parse_dialog_id}) as C{h_entry.h_id} first; if no dialog has
+        that ID or it is deleted (C{lookup_dlg(.., active_only=1)}), as a
+        Call-ID.  A Call-ID shaped like another live dialog's ID ends that
+        other dialog.  Both forms: 3.4/g_dlg_end_dlg.jsonl id 11."""
+        ids = sip.parse_dialog_id(key)
+        if ids is not None:
+            dlg = self._by_dialog_id.get(ids)
+            if dlg is not None and dlg.active:
+                return dlg
         dlg = self.dialogs.get(key)
-        if dlg is not None and dlg.active:
-            return dlg
-        dlg = self._by_dialog_id.get(key)
         if dlg is not None and dlg.active:
             return dlg
         return None

@@ -115,12 +115,21 @@ class EventInterface:
     @param version: C{"3.4"} or C{"4.0"} (event ids, the subscribers_list bug).
     @param send_event: C{send_event(socket, datagram)} delivers one datagram
         to a subscriber socket such as C{"udp:127.0.0.1:9921"}.
+    @param lose: C{lose(event)} is asked before each datagram; C{True} drops
+        it unsent (fault injection, L{callapi.emulator.faults}).
     """
 
     _log = logger()
 
-    def __init__(self, clock: IReactorTime, version: str, send_event: Callable[[str, bytes], None]) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        version: str,
+        send_event: Callable[[str, bytes], None],
+        lose: Callable[[str], bool] | None = None,
+    ) -> None:
         self._clock = clock
+        self._lose = lose
         self._version = version
         self._send_event = send_event
         self.names = EVENTS[version]
@@ -147,6 +156,10 @@ class EventInterface:
             for s in subs:
                 out[(event, s.socket)] = SubscriptionInfo(s.expire, s.since, s.since + s.expire)
         return out
+
+    def forget(self) -> None:
+        """Drop every subscription (an OpenSIPS restart: they live in memory only)."""
+        self._subs.clear()
 
     def subscribe(self, event: str, socket: str, expire: int) -> None:
         """Subscribe, or refresh the subscription of C{socket} (no validation)."""
@@ -178,6 +191,11 @@ class EventInterface:
         for s in list(subs):
             if s.expired(now):
                 subs.remove(s)
+                continue
+            if self._lose is not None and self._lose(event):
+                self._log.debug(
+                    "EVI {event} -> {socket} LOST (fault injection)", event=event, socket=s.socket
+                )
                 continue
             self._log.debug("EVI {event} -> {socket}", event=event, socket=s.socket)
             try:

@@ -12,6 +12,7 @@ C{notify_delay_ms} knob and the C{*_notify_delay} traces).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +22,18 @@ from callapi.emulator import sip
 from callapi.emulator.mi_table import CommandTable, Handler, MIError, Respond, param_int, param_str
 
 
+def _ctime(ts: int) -> str:
+    """C{ctime()}-style local time without the newline, day of month
+    space-padded: C{"Fri Dec  4 08:25:33 2026"} (3.4/README.md "uptime")."""
+    return time.asctime(time.localtime(ts))
+
+
 class CoreCommands:
     """
     C{which}, C{version}, C{help}, C{uptime}.
 
-    @param clock: uptime counts from this clock's time at construction.
+    @param clock: uptime counts from this clock's time at construction, or
+        at the last L{restarted}.
     @param version: C{"3.4"} or C{"4.0"}.
     @param table: the version's command table.
     @param wall: epoch seconds now (the emulator's C{dlg_list} time base).
@@ -39,6 +47,10 @@ class CoreCommands:
         self._table = table
         self._wall = wall
         self._started = clock.seconds()
+
+    def restarted(self) -> None:
+        """OpenSIPS came back up: C{Up since} is now."""
+        self._started = self._clock.seconds()
 
     def commands(self) -> dict[str, Handler]:
         """Canonical MI name -> handler, for the emulator's dispatch."""
@@ -70,11 +82,18 @@ class CoreCommands:
         return {"Server": sip.SERVER_HEADER[self._version]}
 
     def _cmd_uptime(self, params: dict[str, Any], respond: Respond) -> Any:
-        """C{uptime}: C{Now}, C{Up since}, C{Up time} (C{"<seconds> [sec]"})."""
-        up = int(self._clock.seconds() - self._started)
+        """
+        C{uptime} (3.4) / C{core:uptime} (4.0, C{uptime} its alias):
+        C{{"Now": "Fri Dec  4 08:25:33 2026", "Up since": "Fri Dec  4
+        08:25:32 2026", "Up time": "1 [sec]"}}, C{ctime()}-style local times
+        (3.4/README.md "uptime (a liveness probe ...)").  C{Up since} changes
+        on L{restarted}.
+        """
+        now = self._wall()
+        up = max(0, int(self._clock.seconds() - self._started))
         return {
-            "Now": sip.local_time(self._wall()),
-            "Up since": sip.local_time(self._wall() - up),
+            "Now": _ctime(now),
+            "Up since": _ctime(now - up),
             "Up time": f"{up} [sec]",
         }
 

@@ -376,6 +376,28 @@ def rev_hex(value: int) -> str:
     return "".join(out)
 
 
+def parse_dialog_id(text: str) -> tuple[int, int] | None:
+    """
+    OpenSIPS' C{parse_dlg_did()} (modules/dialog/dlg_handlers.h) and
+    C{reverse_hex2int()} (ut.h): C{"<hex>.<hex>"} split at the first C{"."}
+    -> C{(h_entry, h_id)}, digits least significant first, either case,
+    empty parts 0, 32-bit wrap; C{None} without a C{"."} or with a non-hex
+    character.
+    """
+    entry_text, dot, id_text = text.partition(".")
+    if not dot:
+        return None
+    values = []
+    for part in (entry_text, id_text):
+        value = 0
+        for ch in reversed(part):
+            if ch not in "0123456789abcdefABCDEF":
+                return None
+            value = ((value << 4) + int(ch, 16)) & 0xFFFFFFFF
+        values.append(value)
+    return values[0], values[1]
+
+
 class IdFactory:
     """Random identifiers in the formats the traces show."""
 

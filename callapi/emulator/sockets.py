@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.protocol import DatagramProtocol
 
 from callapi.emulator.core import OpenSIPSEmulator
+from callapi.emulator.faults import Faults
 from callapi.emulator.sip import Phone, default_phones
 from callapi.logging import logger
 
@@ -117,6 +118,7 @@ def start_emulator(
     phones: Mapping[str, Phone] | None = None,
     pass_provisional_replies: bool = False,
     seed: int | None = None,
+    faults: Faults | None = None,
 ) -> RunningEmulator:
     """
     Listen for MI datagrams on C{host:port} (UDP, 0 = any free port) and send
@@ -124,6 +126,7 @@ def start_emulator(
 
     @param phones: the reachable users; default: the harness phones
         (L{default_phones}).
+    @param faults: faults to inject (L{Faults}); default none.
     """
     sender = EventSender()
     emulator = OpenSIPSEmulator(
@@ -133,6 +136,7 @@ def start_emulator(
         delay_scale=delay_scale,
         pass_provisional_replies=pass_provisional_replies,
         seed=seed,
+        faults=faults,
     )
     for uri, phone in (default_phones() if phones is None else phones).items():
         emulator.add_phone(uri, phone)

@@ -151,6 +151,14 @@ class _Transfer:
             self.chain.add(sip.TRANSFER_REPLY_MS, reply)
             return
         mode = phone.refer
+        if mode == "baresip" and not self.attended and emu._shv.notify_delay <= 0 and emu._dice.notify_race():
+            # fault injection: this baresip's BYE beats its INVITE as in
+            # 3.4/d_blind_transfer_caller_success.jsonl (3.4/README.md
+            # "The NOTIFY race"): no E_CALL_TRANSFER, the new call connects
+            emu._log.info(
+                "transfer {callid}: baresip loses the NOTIFY race (fault injection)", callid=self.dlg.callid
+            )
+            mode = "lost_race"
         if mode == "lost_race" or (self.attended and mode == "baresip"):
             # 3.4/d_blind_transfer_caller_success.jsonl (BYE first, INVITE
             # not linked) and 3.4/e_attended_transfer_baresip.jsonl (no

@@ -74,6 +74,11 @@ class UAC:
         self._emu = emu
         self._pending: dict[tuple[str, int], _PendingInvite] = {}
 
+    def forget(self) -> None:
+        """Drop every pending INVITE (an OpenSIPS restart: transactions die
+        with the process, their MI replies never come)."""
+        self._pending.clear()
+
     def commands(self) -> dict[str, Handler]:
         """Canonical MI name -> handler, for the emulator's dispatch."""
         return {"tm:uac_dlg": self._cmd_uac_dlg, "tm:uac_cancel": self._cmd_uac_cancel}
