@@ -94,6 +94,8 @@ class DialogRegistry:
         self._observers: list[Callable[[Any], None]] = []
         self._sweeping: Deferred[None] | None = None
         self._waiters: list[Deferred[None]] = []
+        #: Call-IDs changed while a sweep runs (never marked ended by it)
+        self._touched: set[str] | None = None
         self._timer: IDelayedCall | None = None
         self.loaded = False
         self.stats = {"events": 0, "malformed": 0, "over_cap": 0, "sweeps": 0, "checks": 0, "dropped": 0}
@@ -157,6 +159,8 @@ class DialogRegistry:
     ) -> DialogRecord | None:
         now = self._clock.seconds()
         self._expire(now)
+        if self._touched is not None:
+            self._touched.add(callid)
         record = self._records.get(callid)
         if record is None:
             if len(self._records) >= self.cap and not self._drop_oldest_ended():
@@ -343,6 +347,8 @@ class DialogRegistry:
 
     async def _sweep(self) -> None:
         started = self._clock.seconds()
+        touched: set[str] = set()
+        self._touched = touched
         seen: set[str] = set()
         counts: set[int] = set()
         index, page = 0, self.page_size
@@ -374,6 +380,8 @@ class DialogRegistry:
         except Exception as e:
             self._log.warn("dialog registry sweep failed: {error}", error=str(e))
             return
+        finally:
+            self._touched = None
         self.stats["sweeps"] += 1
         self.loaded = True
         ended = 0
@@ -381,6 +389,7 @@ class DialogRegistry:
             for record in list(self._records.values()):
                 if (
                     record.callid not in seen
+                    and record.callid not in touched
                     and record.state is not DialogState.DELETED
                     and record.updated_at <= started
                 ):
