@@ -450,14 +450,16 @@ def test_keeps_refreshing_after_failures() -> None:
     statuses = []
     for second in range(1800):
         clock.advance(1)
-        if second == 81:  # just after round 2 failed
+        if second == 79:  # just after round 2 failed (it is re-tried 1 s later)
             statuses.append(dict(manager.status))
     assert statuses[0]["E_CALL_HOLD"] == {"ok": False, "at": 80.0, "error": "400 Bad parameter value"}
     sent = [
         t for t, r in zip(mi.sent_at, mi.requests, strict=False) if (r.params or {})["event"] == "E_CALL_HOLD"
     ]
-    # after a timeout the next round comes refresh seconds after the MI timeout
-    assert max(b - a for a, b in itertools.pairwise(sent)) == 45
+    # a failed round is re-tried 1 s later (backoff), not at the next refresh
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert max(gaps) == 40 and 1.0 in gaps  # error: 1 s later
+    assert 6.0 in gaps  # timeout (5 s): 1 s after it
     assert sent[-1] >= 1800 - 45
     for event in EVENTS:
         assert coverage_gaps(mi, event, 1800, 120) == []

@@ -18,7 +18,14 @@ from zope.interface.verify import verifyObject
 
 from callapi.errors import MIError, MITimeout, MIUnavailable
 from callapi.interfaces import IMIClient
-from callapi.opensips.mi import MAX_DATAGRAM, MIClientProtocol, encode_request, is_provisional
+from callapi.opensips.mi import (
+    IDEMPOTENT,
+    MAX_DATAGRAM,
+    MIClientProtocol,
+    MITimeoutAfterText,
+    encode_request,
+    is_provisional,
+)
 from callapi.testing.fakes import FakeMIClient, error_of, failure_of, no_result, result_of
 
 PEER = ("127.0.0.1", 8080)
@@ -246,7 +253,8 @@ def test_late_reply_after_timeout_is_dropped(client: MIClientProtocol, clock: Cl
     failure_of(d, MITimeout)
     answer(client, {"jsonrpc": "2.0", "result": "OK", "id": 1})  # no exception
     answer(client, {"jsonrpc": "2.0", "error": {"code": 404, "message": "x"}, "id": 1})
-    assert client.pending == {} and client.stats["dropped"] == 2
+    # late replies of ended requests are counted apart from junk (issue 7, item 8)
+    assert client.pending == {} and client.stats["late"] == 2 and client.stats["dropped"] == 0
 
 
 # -- junk from the peer ---------------------------------------------------------
@@ -255,7 +263,6 @@ def test_late_reply_after_timeout_is_dropped(client: MIClientProtocol, clock: Cl
 @pytest.mark.parametrize(
     "datagram",
     [
-        b"400 Parse_error",  # trace h_errors
         b"",
         b"\xff\xfe",
         b"[]",
@@ -359,7 +366,7 @@ def test_cancel_forgets_the_request(client: MIClientProtocol, clock: Clock) -> N
     failure_of(d, CancelledError)
     assert list(client.pending) == ["2"] and len(clock.getDelayedCalls()) == 1
     answer(client, {"jsonrpc": "2.0", "result": "OK", "id": 1})  # late: dropped
-    assert client.stats["dropped"] == 1
+    assert client.stats["late"] == 1 and client.stats["dropped"] == 0
     answer(client, {"jsonrpc": "2.0", "result": "v", "id": 2})
     assert result_of(keep) == "v"
     assert clock.getDelayedCalls() == []
@@ -417,3 +424,111 @@ def test_restarted_socket_works_again(client: MIClientProtocol, clock: Clock) ->
     request_id = json.loads(transport.written[0][0])["id"]
     answer(client, {"jsonrpc": "2.0", "result": "OK", "id": request_id})
     assert outcome == ["OK"]
+
+
+# -- retries of idempotent requests (issue 7, item 3) ----------------------------
+
+
+def sent(transport: FakeDatagramTransport) -> list[tuple[Any, str]]:
+    return [(json.loads(d)["id"], json.loads(d)["method"]) for d, _ in transport.written]
+
+
+@pytest.mark.parametrize("method", sorted(IDEMPOTENT))
+def test_idempotent_request_is_resent_with_a_fresh_id(
+    client: MIClientProtocol, clock: Clock, transport: FakeDatagramTransport, method: str
+) -> None:
+    d = client.call(method, {"x": 1})
+    clock.advance(5 / 3)
+    clock.advance(5 / 3)
+    assert sent(transport) == [(1, method), (2, method), (3, method)]
+    assert sorted(client.pending) == ["1", "2", "3"] and client.stats["retries"] == 2
+    answer(client, {"jsonrpc": "2.0", "result": "OK", "id": 2})  # a reply to any send answers
+    assert result_of(d) == "OK" and client.pending == {} and clock.getDelayedCalls() == []
+    answer(client, {"jsonrpc": "2.0", "result": "OK", "id": 3})
+    assert client.stats["late"] == 1 and client.stats["dropped"] == 0
+
+
+def test_idempotent_request_times_out_after_its_whole_timeout(
+    client: MIClientProtocol, clock: Clock, transport: FakeDatagramTransport
+) -> None:
+    d = client.call("dlg_end_dlg", {"dialog_id": CALLID})
+    clock.advance(4.99)
+    no_result(d)
+    clock.advance(0.01)
+    assert str(failure_of(d, MITimeout).value) == "OpenSIPS did not answer MI dlg_end_dlg within 5 s"
+    assert len(transport.written) == 3 and client.pending == {} and client.stats["timeouts"] == 1
+
+
+@pytest.mark.parametrize(
+    "method", ["t_uac_dlg", "call_transfer", "call_hold", "tm:uac_dlg", "callops:transfer"]
+)
+def test_other_requests_are_never_resent(
+    client: MIClientProtocol, clock: Clock, transport: FakeDatagramTransport, method: str
+) -> None:
+    d = client.call(method, {"x": 1})
+    clock.advance(5)
+    failure_of(d, MITimeout)
+    assert len(transport.written) == 1 and client.stats["retries"] == 0
+
+
+def test_no_retries_when_configured(clock: Clock, transport: FakeDatagramTransport) -> None:
+    client = MIClientProtocol(clock, PEER, timeout=5, retries=0)
+    client.makeConnection(transport)
+    d = client.call("dlg_list")
+    clock.advance(5)
+    failure_of(d, MITimeout)
+    assert len(transport.written) == 1
+
+
+# -- plain-text replies (trace 3.4 h_errors) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, code, message",
+    [(b"500 Internal error", 500, "Internal error"), (b"400 Parse_error", 400, "Parse_error")],
+)
+def test_plain_text_reply_fails_the_one_pending_request(
+    client: MIClientProtocol, text: bytes, code: int, message: str
+) -> None:
+    d = client.call("call_transfer", {"callid": CALLID})
+    answer(client, text)
+    error = error_of(d, MIError)
+    assert (error.method, error.code, error.message) == ("call_transfer", code, message)
+    assert client.pending == {} and client.stats["text"] == 1 and client.stats["dropped"] == 0
+
+
+def test_plain_text_reply_with_several_pending_is_named_by_the_timeout(
+    client: MIClientProtocol, clock: Clock
+) -> None:
+    d1 = client.call("call_hold", {"callid": CALLID})
+    d2 = client.call("call_unhold", {"callid": CALLID})
+    answer(client, b"500 Internal error")
+    no_result(d1)
+    answer(client, {"jsonrpc": "2.0", "result": "OK", "id": 2})
+    clock.advance(5)
+    error = error_of(d1, MITimeoutAfterText)
+    assert isinstance(error, MITimeout)
+    assert str(error) == (
+        "OpenSIPS did not answer MI call_hold within 5 s (a non-JSON datagram arrived meanwhile: "
+        "'500 Internal error')"
+    )
+    assert result_of(d2) == "OK"
+
+
+def test_plain_text_before_the_request_is_not_blamed(client: MIClientProtocol, clock: Clock) -> None:
+    client.call("a")
+    client.call("b")
+    answer(client, b"400 Parse_error")
+    clock.advance(1)
+    d = client.call("call_hold", {"callid": CALLID})
+    clock.advance(5)
+    assert str(failure_of(d, MITimeout).value) == "OpenSIPS did not answer MI call_hold within 5 s"
+
+
+def test_reply_observers_see_every_datagram_from_the_peer(client: MIClientProtocol) -> None:
+    seen: list[None] = []
+    client.reply_observers.append(lambda: seen.append(None))
+    answer(client, b"junk")
+    answer(client, {"jsonrpc": "2.0", "result": "OK", "id": 77})
+    client.datagramReceived(b"x", ("10.0.0.1", 8080))  # not the peer
+    assert len(seen) == 2

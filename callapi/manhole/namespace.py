@@ -47,7 +47,9 @@ def manhole_namespace(root: Any, reactor: Any) -> dict[str, Any]:
     @param reactor: the reactor, exposed as C{reactor}.
     @return: C{root}; C{services}, a live read-only mapping name -> child
         service; C{mi} (the MI client: C{.pending}, C{.stats}) and C{hub}
-        (the EventHub: C{.stats}, C{.registrations}), C{None} without an
+        (the EventHub: C{.stats}, C{.registrations}), C{registry} (the
+        DialogRegistry: C{.get(callid)}, C{.dialogs()}, C{.stats}) and
+        C{status} (the ProxyStatus: C{.describe()}), C{None} without an
         C{opensips} child; C{subscriptions()}, the current
         SubscriptionManager (C{None} before start); C{commands()}, a
         L{CommandTable} snapshot of the CommandRunner's running commands
@@ -71,6 +73,8 @@ def manhole_namespace(root: Any, reactor: Any) -> dict[str, Any]:
         "services": types.MappingProxyType(root.namedServices),
         "mi": getattr(opensips, "mi", None),
         "hub": getattr(opensips, "hub", None),
+        "registry": getattr(opensips, "registry", None),
+        "status": getattr(opensips, "status", None),
         "subscriptions": subscriptions,
         "commands": commands,
         "reactor": reactor,

@@ -64,7 +64,19 @@ class EventHub:
     def __init__(self) -> None:
         self._by_callid: dict[tuple[str, str], dict[_Registration, None]] = {}
         self._by_transfer: dict[str, dict[_Registration, None]] = {}
+        self._observers: dict[_Registration, None] = {}
         self.stats = {"received": 0, "delivered": 0, "unrouted": 0}
+
+    def observe(self, observer: Callable[[str, dict[str, Any]], None]) -> ISubscription:
+        """
+        Call C{observer(event, params)} for every dispatched event, before
+        it is routed (the dialog registry follows all dialogs this way).
+        It runs on the hot path: keep it O(1); exceptions are logged and
+        swallowed.
+        """
+        registration = _Registration({None: self._observers}, None, observer)  # type: ignore[arg-type]
+        self._observers[registration] = None
+        return registration
 
     def listen(self, event: str, callid: str, handler: Handler) -> ISubscription:
         """
@@ -98,6 +110,11 @@ class EventHub:
         @param params: its C{params} object.
         """
         self.stats["received"] += 1
+        for observer in tuple(self._observers) if self._observers else ():
+            try:
+                observer.handler(event, params)  # type: ignore[call-arg,arg-type]
+            except Exception:
+                self._log.failure("event observer failed for {event}", event=event)
         handlers: list[_Registration] = []
         callid = params.get("callid")
         if isinstance(callid, str):

@@ -23,6 +23,8 @@ class MINames:
     uac_cancel: str = "t_uac_cancel"
     list_dialogs: str = "dlg_list"
     subscribe: str = "event_subscribe"
+    #: the liveness probe (3.4 README "uptime"; 4.0 C{core:uptime})
+    uptime: str = "uptime"
     #: the proxy's version family as detected (C{"3.x"} or C{"4.0"}), or "" when unknown
     family: str = ""
     #: callops takes C{leg} on hold/unhold (OpenSIPS 4.0, 4.0 README "callops:hold")
@@ -40,6 +42,7 @@ class MINames:
             self.end_dialog, self.transfer = "dialog:end_dlg", "callops:transfer"
             self.uac_dlg, self.uac_cancel = "tm:uac_dlg", "tm:uac_cancel"
             self.list_dialogs, self.subscribe = "dialog:list", "evi:subscribe"
+            self.uptime = "core:uptime"
             self.family, self.per_leg_hold = "4.0", True
         else:
             self.family, self.per_leg_hold = "3.x", False

@@ -30,9 +30,11 @@ from callapi.opensips.addresses import (
     resolve_ipv4,
 )
 from callapi.opensips.events import EventHub, EventReceiverProtocol
+from callapi.opensips.liveness import ProxyStatus
 from callapi.opensips.mi import MAX_DATAGRAM, MIClientProtocol
 from callapi.opensips.names import MINames
-from callapi.opensips.subscriptions import SubscriptionManager
+from callapi.opensips.registry import DialogRegistry
+from callapi.opensips.subscriptions import SubscriptionManager, detect_names
 
 _module_log = logger("callapi.opensips.service")
 
@@ -77,6 +79,9 @@ class OpenSIPSService(Service):
     @ivar subscribed: fires once the first round of C{event_subscribe}
         requests was answered (successfully or not; see
         C{subscriptions.status}).
+    @ivar registry: the L{DialogRegistry} (loaded at start and whenever
+        OpenSIPS comes back or restarted).
+    @ivar status: the L{ProxyStatus} (liveness probe).
     """
 
     _log = logger()
@@ -91,6 +96,13 @@ class OpenSIPSService(Service):
         event_expire: int,
         names: MINames | None = None,
         events_from: tuple[str, ...] = (),
+        mi_retries: int = 2,
+        probe_interval: float = 5.0,
+        probe_interval_down: float = 1.0,
+        probe_timeout: float = 1.0,
+        registry_sweep: float = 300.0,
+        registry_linger: float = 60.0,
+        registry_cap: int = 200_000,
     ) -> None:
         """
         @param mi_address: OpenSIPS' mi_datagram socket (module docstring).
@@ -99,6 +111,13 @@ class OpenSIPSService(Service):
         @param event_expire: C{event_subscribe} expire, seconds.
         @param names: the MI names to use and update from C{which}.
         @param events_from: extra IPs events may come from (C{--events-from}).
+        @param mi_retries: re-sends of idempotent MI requests (L{MIClientProtocol}).
+        @param probe_interval: seconds between C{uptime} probes while
+            reachable; C{probe_interval_down} while not; C{probe_timeout}
+            each probe's wait (L{ProxyStatus}).
+        @param registry_sweep: seconds between full C{dlg_list} sweeps;
+            C{registry_linger}: seconds ended dialogs stay; C{registry_cap}:
+            most dialogs held (L{DialogRegistry}).
         @raise AddressError: for an address that cannot be parsed.
         """
         self._reactor = reactor
@@ -107,7 +126,11 @@ class OpenSIPSService(Service):
             parse_address(events_address, "events address", allow_port_zero=True) if events_address else None
         )
         self.mi = MIClientProtocol(
-            reactor, None, mi_timeout, first_id=random.SystemRandom().randrange(1, 1 << 31)
+            reactor,
+            None,
+            mi_timeout,
+            first_id=random.SystemRandom().randrange(1, 1 << 31),
+            retries=mi_retries,
         )
         self.hub = EventHub()
         self.receiver = EventReceiverProtocol(self.hub)
@@ -123,6 +146,42 @@ class OpenSIPSService(Service):
         self._tempdir: str | None = None
         #: fires once the first round of event_subscribe answers came
         self.subscribed: Deferred[None] = Deferred()
+        self.registry = DialogRegistry(
+            reactor,
+            self.mi,
+            self.names,
+            linger=registry_linger,
+            cap=registry_cap,
+            sweep_interval=registry_sweep,
+        )
+        self.hub.observe(self.registry.on_event)
+        self.status = ProxyStatus(
+            reactor,
+            self.mi,
+            self.names,
+            interval=probe_interval,
+            interval_down=probe_interval_down,
+            timeout=probe_timeout,
+        )
+        self.mi.reply_observers.append(self.status.saw_reply)
+        self.status.subscribed_fn = lambda: self.subscriptions is not None and self.subscriptions.subscribed
+        self.status.watch(self._proxy_changed)
+
+    def _proxy_changed(self, change: str) -> None:
+        """
+        OpenSIPS came back or restarted: re-learn the MI names, re-subscribe
+        at once and reload the dialog registry.
+        """
+        if change not in ("reachable", "restarted") or not self.running:
+            return
+        self._log.info("OpenSIPS is {change}: re-learning MI names, re-subscribing", change=change)
+
+        def after_names(_: Any) -> None:
+            if self.subscriptions is not None:
+                self.subscriptions.resubscribe_now()
+            self.registry.sweep()
+
+        detect_names(self.mi, self.names).addCallback(after_names)
 
     def startService(self) -> None:
         """
@@ -191,12 +250,16 @@ class OpenSIPSService(Service):
             reactor, self.mi, self.event_socket, expire=self.event_expire, names=self.names
         )
         self.subscriptions.start().chainDeferred(self.subscribed)
+        self.subscribed.addCallback(lambda _: self.registry.start())
+        self.status.start()
 
     def stopService(self) -> Deferred[None]:
         """
         Unsubscribe (waiting at most 2 s for OpenSIPS), then close the sockets.
         """
         super().stopService()
+        self.status.stop()
+        self.registry.stop()
         if self.subscriptions is not None:
             d = self.subscriptions.stop()
         else:

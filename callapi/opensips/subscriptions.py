@@ -29,19 +29,21 @@ EVENTS = ("E_CALL_TRANSFER", "E_CALL_HOLD", "E_DLG_STATE_CHANGED")
 _names_log = logger("callapi.opensips.names")
 
 
-def detect_names(mi: IMIClient, names: MINames) -> Deferred[None]:
+def detect_names(mi: IMIClient, names: MINames) -> Deferred[str | None]:
     """
     Ask the proxy which MI commands it has (C{which}) and let C{names} pick
     the names to use (L{MINames.use}); on failure keep the 3.x names (4.0
     accepts them as aliases, 4.0 README "MI command names").
 
-    @return: fires when done; never fails.
+    @return: fires when done, with C{None} when OpenSIPS answered (even with
+        an error), else with the reason it did not (timeout, socket down);
+        never fails.
     """
 
-    def got(commands: Any) -> None:
+    def got(commands: Any) -> str | None:
         if not isinstance(commands, list):
             _names_log.warn("unexpected which reply {reply!r}; using 3.x MI names", reply=commands)
-            return
+            return None
         names.use([c for c in commands if isinstance(c, str)])
         missing = names.missing(commands)
         _names_log.info(
@@ -54,12 +56,14 @@ def detect_names(mi: IMIClient, names: MINames) -> Deferred[None]:
                 "OpenSIPS lacks MI commands {missing}: load the tm, dialog and callops modules",
                 missing=", ".join(missing),
             )
+        return None
 
-    def failed(reason: Any) -> None:
+    def failed(reason: Any) -> str | None:
         _names_log.warn(
             "cannot ask OpenSIPS which MI commands it has ({error}); using the 3.x names",
             error=str(reason.value),
         )
+        return None if isinstance(reason.value, MIError) else str(reason.value)
 
     return mi.call("which").addCallbacks(got, failed)
 
@@ -71,11 +75,17 @@ class SubscriptionManager:
     Subscribes at L{start}, then re-subscribes every C{refresh} seconds
     (re-subscribing the same socket refreshes it; trace
     C{h_subscription_expiry}), which also restores delivery after an
-    OpenSIPS restart.  L{stop} unsubscribes with C{expire: 0}.  Each round
-    uses C{names.subscribe}; while C{names.family} is unknown, a round
-    starts with L{detect_names}.
+    OpenSIPS restart.  A round in which a subscription failed is retried
+    within seconds, with backoff (C{retry}, doubled at each failed round,
+    at most C{refresh}); L{resubscribe_now} starts a round at once (the
+    liveness probe calls it when OpenSIPS comes back or restarted).
+    L{stop} unsubscribes with C{expire: 0}.  Each round uses
+    C{names.subscribe}; while C{names.family} is unknown, a round starts
+    with L{detect_names}, and is skipped (retried) when OpenSIPS does not
+    answer that.
 
     @ivar status: event -> C{{"ok": bool, "at": clock seconds, "error": str|None}}.
+    @ivar retry: seconds before the first retry of a failed round.
     """
 
     _log = logger()
@@ -89,6 +99,7 @@ class SubscriptionManager:
         refresh: float | None = None,
         events: Iterable[str] = EVENTS,
         names: MINames | None = None,
+        retry: float = 1.0,
     ) -> None:
         """
         @param socket: what OpenSIPS sends to, C{"udp:IP:PORT"} or C{"unix:/path"}.
@@ -97,6 +108,8 @@ class SubscriptionManager:
             C{min(expire / 3, 60)}, so a lost refresh is not fatal.
         @param names: the MI names in use, shared with the commands (the
             service's L{MINames}); C{None}: the 3.x names, never detected.
+        @param retry: seconds before re-trying a failed round (then 2x,
+            4x ..., at most C{refresh}).
         """
         if expire <= 0:
             raise ValueError("expire must be positive")
@@ -108,9 +121,40 @@ class SubscriptionManager:
         self.events = tuple(events)
         self.names = names if names is not None else MINames(family="3.x")
         self.status: dict[str, dict[str, Any]] = {}
+        self.retry = retry
+        self._failed_rounds = 0
         self._timer: IDelayedCall | None = None
         self._running = False
         self._stopped = False
+        self._in_round = False
+        self._again = False
+
+    @property
+    def subscribed(self) -> bool:
+        """
+        Every event's last subscription succeeded less than C{expire}
+        seconds ago.
+        """
+        now = self._clock.seconds()
+        for event in self.events:
+            status = self.status.get(event)
+            if status is None or not status["ok"] or now - status["at"] >= self.expire:
+                return False
+        return True
+
+    def resubscribe_now(self) -> None:
+        """
+        Start a round now (after the current one when one is under way),
+        e.g. because OpenSIPS restarted and forgot every subscription.
+        """
+        if not self._running:
+            return
+        if self._in_round:
+            self._again = True
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._subscribe_all()
 
     def start(self) -> Deferred[None]:
         """
@@ -126,18 +170,44 @@ class SubscriptionManager:
 
     def _subscribe_all(self) -> Deferred[None]:
         self._timer = None
+        self._in_round = True
+        d: Deferred[Any]
         if self.names.family:
             d = self._round()
         else:
-            d = detect_names(self._mi, self.names)
-            d.addBoth(lambda _: self._round())
+            d = detect_names(self._mi, self.names).addCallback(
+                lambda unanswered: self._round() if unanswered is None else self._skip(unanswered)
+            )
 
         def reschedule(_: Any) -> None:
-            if self._running:
-                self._timer = self._clock.callLater(self.refresh, self._subscribe_all)
+            self._in_round = False
+            if not self._running:
+                return
+            if self._again:
+                self._again = False
+                self._subscribe_all()
+                return
+            if self.subscribed:
+                self._failed_rounds = 0
+                delay = self.refresh
+            else:
+                delay = min(self.refresh, self.retry * 2**self._failed_rounds)
+                self._failed_rounds += 1
+                self._log.info("re-trying the event subscriptions in {delay} s", delay=delay)
+            self._timer = self._clock.callLater(delay, self._subscribe_all)
 
         d.addCallback(reschedule)
         return d.addCallback(lambda _: None)
+
+    def _skip(self, reason: str) -> None:
+        """
+        OpenSIPS did not answer C{which} (C{reason}): no subscription this
+        round (it would only time out too, or land with guessed names).
+        """
+        now = self._clock.seconds()
+        for event in self.events:
+            if not self.status.get(event, {}).get("ok"):
+                self.status[event] = {"ok": False, "at": now, "error": reason}
 
     def _round(self) -> Deferred[Any]:
         if not self._running:
