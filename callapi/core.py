@@ -26,8 +26,9 @@ def build_opensips(settings: Settings, reactor: Any) -> OpenSIPSService:
     """
     The (unstarted) OpenSIPS side: MI socket, event socket, subscriptions.
 
-    @param settings: uses C{mi}, C{events}, C{mi_timeout}, C{event_expire}
-        and C{events_from}.
+    @param settings: uses C{mi}, C{events}, C{mi_timeout}, C{event_expire},
+        C{events_from}, C{mi_retries}, the C{probe_*} and C{registry_*}
+        values.
     @param reactor: provides C{IReactorUDP}, C{IReactorTime} (and
         C{IReactorUNIXDatagram} for C{unix:} addresses).
     @raise callapi.opensips.addresses.AddressError: an address that cannot
@@ -40,6 +41,13 @@ def build_opensips(settings: Settings, reactor: Any) -> OpenSIPSService:
         mi_timeout=settings.mi_timeout,
         event_expire=settings.event_expire,
         events_from=settings.events_from,
+        mi_retries=settings.mi_retries,
+        probe_interval=settings.probe_interval,
+        probe_interval_down=settings.probe_interval_down,
+        probe_timeout=settings.probe_timeout,
+        registry_sweep=settings.registry_sweep,
+        registry_linger=settings.registry_linger,
+        registry_cap=settings.registry_cap,
     )
 
 

@@ -32,6 +32,19 @@ class Settings:
         C{min(expire / 3, 60)} s (3.4 README, "Expiry").
     @ivar events_from: extra IPs EVI events may come from besides the MI
         address; C{("any",)} disables the check.
+    @ivar mi_retries: re-sends of an idempotent MI request (C{dlg_list},
+        C{dlg_end_dlg}, C{event_subscribe}, C{which}, C{uptime}) within its
+        timeout; non-idempotent ones are never re-sent.
+    @ivar probe_interval: seconds between C{uptime} liveness probes while
+        OpenSIPS answers.
+    @ivar probe_interval_down: the same while it does not (how soon a
+        return is noticed).
+    @ivar probe_timeout: seconds a probe waits for its reply.
+    @ivar registry_sweep: seconds between full paged C{dlg_list} sweeps of
+        the dialog registry (besides the one at each (re)connect).
+    @ivar registry_linger: seconds an ended dialog stays in the registry.
+    @ivar registry_cap: most dialogs the registry holds (ended ones are
+        dropped first).
     @ivar max_message_size: largest WebSocket message accepted, bytes.
     @ivar allow_origin: browser origins allowed besides loopback and
         same-host pages; C{("*",)} allows any.
@@ -49,6 +62,13 @@ class Settings:
     mi_timeout: float = 5.0
     event_expire: int = 120
     events_from: tuple[str, ...] = ()
+    mi_retries: int = 2
+    probe_interval: float = 5.0
+    probe_interval_down: float = 1.0
+    probe_timeout: float = 1.0
+    registry_sweep: float = 300.0
+    registry_linger: float = 60.0
+    registry_cap: int = 200_000
     max_message_size: int = 1 << 20
     allow_origin: tuple[str, ...] = ()
     log_level: str = "info"

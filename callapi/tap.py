@@ -40,6 +40,13 @@ DEFAULTS: dict[str, Any] = {
     "mi-timeout": SETTINGS_DEFAULTS.mi_timeout,
     "event-expire": SETTINGS_DEFAULTS.event_expire,
     "max-message-size": SETTINGS_DEFAULTS.max_message_size,
+    "mi-retries": SETTINGS_DEFAULTS.mi_retries,
+    "probe-interval": SETTINGS_DEFAULTS.probe_interval,
+    "probe-interval-down": SETTINGS_DEFAULTS.probe_interval_down,
+    "probe-timeout": SETTINGS_DEFAULTS.probe_timeout,
+    "registry-sweep": SETTINGS_DEFAULTS.registry_sweep,
+    "registry-linger": SETTINGS_DEFAULTS.registry_linger,
+    "registry-cap": SETTINGS_DEFAULTS.registry_cap,
     "hold-timeout": _COMMANDS.hold_timeout,
     "ring-timeout": _COMMANDS.ring_timeout,
     "transfer-start-timeout": _COMMANDS.transfer_start_timeout,
@@ -74,6 +81,16 @@ def _positive_int(name: str, value: Any) -> int:
         raise usage.UsageError(f"--{name} must be a whole number, not {value!r}") from None
     if number <= 0:
         raise usage.UsageError(f"--{name} must be positive")
+    return number
+
+
+def _whole_number(name: str, value: Any) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise usage.UsageError(f"--{name} must be a whole number, not {value!r}") from None
+    if number < 0:
+        raise usage.UsageError(f"--{name} must not be negative")
     return number
 
 
@@ -114,6 +131,51 @@ class Options(usage.Options):
             None,
             "event_subscribe expire, seconds; refreshed every "
             f"min(expire/3, 60) s [default: {DEFAULTS['event-expire']}]",
+        ],
+        [
+            "mi-retries",
+            None,
+            None,
+            "re-sends of an idempotent MI request (dlg_list, dlg_end_dlg, event_subscribe, which, "
+            f"uptime) within its timeout; 0 = none [default: {DEFAULTS['mi-retries']}]",
+        ],
+        [
+            "probe-interval",
+            None,
+            None,
+            f"seconds between uptime liveness probes [default: {DEFAULTS['probe-interval']}]",
+        ],
+        [
+            "probe-interval-down",
+            None,
+            None,
+            "seconds between probes while OpenSIPS does not answer "
+            f"[default: {DEFAULTS['probe-interval-down']}]",
+        ],
+        [
+            "probe-timeout",
+            None,
+            None,
+            f"seconds a liveness probe waits for its reply [default: {DEFAULTS['probe-timeout']}]",
+        ],
+        [
+            "registry-sweep",
+            None,
+            None,
+            "seconds between full dlg_list sweeps of the dialog registry "
+            f"[default: {DEFAULTS['registry-sweep']}]",
+        ],
+        [
+            "registry-linger",
+            None,
+            None,
+            f"seconds an ended dialog stays in the registry [default: {DEFAULTS['registry-linger']}]",
+        ],
+        [
+            "registry-cap",
+            None,
+            None,
+            f"most dialogs the registry holds [default: {DEFAULTS['registry-cap']}]",
         ],
         [
             "max-message-size",
@@ -220,6 +282,16 @@ class Options(usage.Options):
         for name in ("hold-timeout", "ring-timeout", "transfer-start-timeout", "transfer-timeout"):
             self[name] = _positive_float(name, self[name])
         self["event-expire"] = _positive_int("event-expire", self["event-expire"])
+        for name in (
+            "probe-interval",
+            "probe-interval-down",
+            "probe-timeout",
+            "registry-sweep",
+            "registry-linger",
+        ):
+            self[name] = _positive_float(name, self[name])
+        self["registry-cap"] = _positive_int("registry-cap", self["registry-cap"])
+        self["mi-retries"] = _whole_number("mi-retries", self["mi-retries"])
         self["max-message-size"] = _positive_int("max-message-size", self["max-message-size"])
         path = str(self["path"])
         if not path.startswith("/"):
@@ -260,6 +332,13 @@ class Options(usage.Options):
             mi_timeout=self["mi-timeout"],
             event_expire=self["event-expire"],
             events_from=_comma_list(self["events-from"]),
+            mi_retries=self["mi-retries"],
+            probe_interval=self["probe-interval"],
+            probe_interval_down=self["probe-interval-down"],
+            probe_timeout=self["probe-timeout"],
+            registry_sweep=self["registry-sweep"],
+            registry_linger=self["registry-linger"],
+            registry_cap=self["registry-cap"],
             max_message_size=self["max-message-size"],
             allow_origin=_comma_list(self["allow-origin"]),
             log_level=self["log-level"],

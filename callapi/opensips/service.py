@@ -96,13 +96,13 @@ class OpenSIPSService(Service):
         event_expire: int,
         names: MINames | None = None,
         events_from: tuple[str, ...] = (),
-        mi_retries: int = 2,
-        probe_interval: float = 5.0,
-        probe_interval_down: float = 1.0,
-        probe_timeout: float = 1.0,
-        registry_sweep: float = 300.0,
-        registry_linger: float = 60.0,
-        registry_cap: int = 200_000,
+        mi_retries: int,
+        probe_interval: float,
+        probe_interval_down: float,
+        probe_timeout: float,
+        registry_sweep: float,
+        registry_linger: float,
+        registry_cap: int,
     ) -> None:
         """
         @param mi_address: OpenSIPS' mi_datagram socket (module docstring).
