@@ -9,6 +9,13 @@ socket or the global reactor.
     test answer it (L{FakeMIClient.reply}, L{FakeMIClient.error},
     L{FakeMIClient.time_out}), in any order, and honours cancellation.
   - L{RecordingSink}: an L{INotificationSink} that records notifications.
+  - L{FakeDialogRegistry}: an L{IDialogRegistry} whose dialogs the test sets
+    (L{FakeDialogRegistry.add}, L{FakeDialogRegistry.set_state}); C{check}
+    and C{resolve} answer at once from those records, or wait for the test
+    (C{auto=False}: L{FakeDialogRegistry.answer}, L{FakeDialogRegistry.fail}).
+  - L{FakeProxyStatus}: an L{IProxyStatus} the test turns down, up or
+    restarts (L{FakeProxyStatus.go_down}, L{FakeProxyStatus.come_up},
+    L{FakeProxyStatus.restart}).
 
 There is no fake event hub: the real L{callapi.opensips.events.EventHub} has no I/O,
 feed it with C{hub.dispatch(event, params)}.
@@ -19,15 +26,24 @@ C{successResultOf}) are here too.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from callapi.errors import MITimeout
-from callapi.interfaces import IMIClient, INotificationSink
+from callapi.interfaces import (
+    IDialogOwner,
+    IDialogRegistry,
+    IMIClient,
+    INotificationSink,
+    IProxyStatus,
+    ISubscription,
+)
+from callapi.opensips.dialog import DialogRecord, DialogState
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -176,6 +192,227 @@ class RecordingSink:
         Only C{(event, data)} of each notification, in order.
         """
         return [(event, data) for _, _, event, data in self.notifications]
+
+
+@implementer(ISubscription)
+class _Watch:
+    """
+    One observer registered with a fake's C{watch}; C{cancel} removes it.
+    """
+
+    def __init__(self, observers: list[Callable[[Any], None]], observer: Callable[[Any], None]) -> None:
+        self._observers = observers
+        self._observer = observer
+        observers.append(observer)
+
+    def cancel(self) -> None:
+        if self._observer in self._observers:
+            self._observers.remove(self._observer)
+
+
+@implementer(IDialogRegistry)
+class FakeDialogRegistry:
+    """
+    An L{IDialogRegistry} whose dialogs come from the test.
+
+    With C{auto=True} (the default) C{check} and C{resolve} answer at once
+    from the records: a record whose state is not C{DELETED} is live, anything
+    else is "no such dialog" (C{None}).  With C{auto=False} they wait: the
+    test answers with L{answer} / L{fail}.  Every call is recorded in
+    L{checks} / L{resolves} (the Call-IDs, in order).
+
+    @ivar records: Call-ID -> L{DialogRecord}.
+    @ivar owners: Call-ID -> the claiming L{IDialogOwner}.
+    @ivar waiting: C{(kind, callid, Deferred)} of unanswered C{check}
+        (C{kind} C{"check"}) and C{resolve} (C{"resolve"}) calls (C{auto=False}).
+    """
+
+    def __init__(self, auto: bool = True) -> None:
+        self.auto = auto
+        self.records: dict[str, DialogRecord] = {}
+        self.owners: dict[str, IDialogOwner] = {}
+        self.checks: list[str] = []
+        self.resolves: list[str] = []
+        self.waiting: list[tuple[str, str, Deferred[Any]]] = []
+        self._observers: list[Callable[[Any], None]] = []
+
+    # test controls
+
+    def add(
+        self, callid: str, state: DialogState = DialogState.CONFIRMED, dialog_id: str | None = None
+    ) -> DialogRecord:
+        """
+        Put a dialog in the registry (replacing any record of C{callid}) and
+        tell the watchers.  C{dialog_id} defaults to C{"<n>.<n>"}.
+        """
+        n = len(self.records) + 1
+        record = DialogRecord(callid, dialog_id or f"{n:x}.{n:x}", state)
+        if callid in self.owners:
+            record.owner_cmd_id = self.owners[callid].cmd_id
+        if state is DialogState.DELETED:
+            record.ended_at = 0.0
+        self.records[callid] = record
+        self._changed(record)
+        return record
+
+    def set_state(self, callid: str, state: DialogState) -> DialogRecord:
+        """
+        Change a dialog's state (adding it if unknown) and tell the watchers.
+        """
+        record = self.records.get(callid)
+        if record is None:
+            return self.add(callid, state)
+        record.state = state
+        if state is DialogState.DELETED and record.ended_at is None:
+            record.ended_at = 0.0
+        self._changed(record)
+        return record
+
+    def remove(self, callid: str) -> None:
+        """
+        Forget a dialog entirely (as after its linger time).
+        """
+        self.records.pop(callid, None)
+
+    def _live(self, callid: str) -> DialogRecord | None:
+        record = self.records.get(callid)
+        if record is None or record.state is DialogState.DELETED:
+            return None
+        return record
+
+    def _find_waiting(self, kind: str, callid: str) -> Deferred[Any]:
+        for i, (k, c, d) in enumerate(self.waiting):
+            if k == kind and c == callid:
+                del self.waiting[i]
+                return d
+        raise AssertionError(f"no waiting {kind}({callid!r}) (waiting: {[w[:2] for w in self.waiting]})")
+
+    def answer(self, kind: str, callid: str, result: Any = None) -> None:
+        """
+        Answer the oldest waiting C{kind} (C{"check"} or C{"resolve"}) of
+        C{callid} with C{result} (a L{DialogRecord}, a dialog ID, or C{None}).
+        """
+        self._find_waiting(kind, callid).callback(result)
+
+    def fail(self, kind: str, callid: str, reason: BaseException | None = None) -> None:
+        """
+        Fail the oldest waiting C{kind} of C{callid} (default: L{MITimeout}
+        of C{dlg_list}).
+        """
+        self._find_waiting(kind, callid).errback(reason or MITimeout("dlg_list", 5.0))
+
+    def _changed(self, record: DialogRecord) -> None:
+        for observer in list(self._observers):
+            observer(record)
+
+    # IDialogRegistry
+
+    def get(self, callid: str) -> DialogRecord | None:
+        return self.records.get(callid)
+
+    def check(self, callid: str) -> Deferred[Any]:
+        self.checks.append(callid)
+        if self.auto:
+            return succeed(self._live(callid))
+        d: Deferred[Any] = Deferred()
+        self.waiting.append(("check", callid, d))
+        return d
+
+    def resolve(self, callid: str) -> Deferred[Any]:
+        self.resolves.append(callid)
+        if self.auto:
+            record = self._live(callid)
+            return succeed(record.dialog_id if record is not None else None)
+        d: Deferred[Any] = Deferred()
+        self.waiting.append(("resolve", callid, d))
+        return d
+
+    def claim(self, callid: str, owner: IDialogOwner) -> None:
+        self.owners[callid] = owner
+        record = self.records.get(callid)
+        if record is not None:
+            record.owner_cmd_id = owner.cmd_id
+            self._changed(record)
+
+    def release(self, callid: str, owner: IDialogOwner) -> None:
+        if self.owners.get(callid) is owner:
+            del self.owners[callid]
+            record = self.records.get(callid)
+            if record is not None:
+                record.owner_cmd_id = None
+                self._changed(record)
+
+    def owner(self, callid: str) -> IDialogOwner | None:
+        return self.owners.get(callid)
+
+    def dialogs(self) -> Iterator[DialogRecord]:
+        return iter(list(self.records.values()))
+
+    def watch(self, observer: Callable[[Any], None]) -> ISubscription:
+        return _Watch(self._observers, observer)
+
+
+@implementer(IProxyStatus)
+class FakeProxyStatus:
+    """
+    An L{IProxyStatus} the test drives: reachable and subscribed until
+    L{go_down}; L{come_up} and L{restart} tell the watchers like the real
+    L{callapi.opensips.liveness.ProxyStatus}.
+
+    @ivar now: the clock time L{go_down} / L{come_up} record in C{since}
+        when given none.
+    """
+
+    def __init__(self) -> None:
+        self.reachable = True
+        self.since = 0.0
+        self.subscribed = True
+        self.up_since: str | None = "Thu Jan  1 00:00:00 2026"
+        self.restarts = 0
+        self.now = 0.0
+        self._observers: list[Callable[[Any], None]] = []
+
+    def _tell(self, change: str) -> None:
+        for observer in list(self._observers):
+            observer(change)
+
+    def go_down(self, at: float | None = None) -> None:
+        """
+        OpenSIPS stops answering (C{since} = C{at}, default L{now}).
+        """
+        self.reachable = False
+        self.subscribed = False
+        self.since = self.now if at is None else at
+        self._tell("unreachable")
+
+    def come_up(self, at: float | None = None) -> None:
+        """
+        OpenSIPS answers again; subscriptions are back.
+        """
+        self.reachable = True
+        self.subscribed = True
+        self.since = self.now if at is None else at
+        self._tell("reachable")
+
+    def restart(self, up_since: str = "Thu Jan  1 00:00:01 2026") -> None:
+        """
+        A new C{"Up since"} was seen: OpenSIPS restarted.
+        """
+        self.up_since = up_since
+        self.restarts += 1
+        self._tell("restarted")
+
+    # IProxyStatus
+
+    def describe(self) -> str:
+        if self.reachable:
+            return "OpenSIPS reachable" + ("" if self.subscribed else " (events not subscribed)")
+        return (
+            f"OpenSIPS unreachable since {self.since:.0f} s (no MI reply for {self.now - self.since:.0f} s)"
+        )
+
+    def watch(self, observer: Callable[[str], None]) -> ISubscription:
+        return _Watch(self._observers, observer)
 
 
 # Deferred helpers (synchronous tests)
