@@ -160,11 +160,16 @@ class CallStart(Command):
         """
         @raise RPCError: -32602 naming the bad parameter.
         """
-        return validation.check_params(
+        checked = validation.check_params(
             params,
             {"caller": validation.sip_uri, "callee": validation.sip_uri},
-            {"ring_timeout": ring_timeout},
+            {"ring_timeout": ring_timeout, "callee_ring_timeout": ring_timeout},
         )
+        if validation.same_address(checked["caller"], checked["callee"]):
+            raise validation.invalid_params(
+                "caller and callee must be different addresses (the phone would be called to itself)"
+            )
+        return checked
 
     def result_extra(self) -> dict[str, Any]:
         return {"callid": self.callid}
