@@ -93,7 +93,7 @@ class PendingHangup:
     waiters: list[Deferred[HangupOutcome]] = attrs.Factory(list)
 
 
-def _retryable(reason: BaseException) -> bool:
+def retryable(reason: BaseException) -> bool:
     """
     JSON-RPC errors (negative codes: bad params, unknown command) and a
     stopped MI client do not get better by retrying; timeouts and
@@ -184,7 +184,7 @@ class Hangups:
             except Exception as e:
                 last = e
                 pending.last_error = str(e) or e.__class__.__name__
-                if not _retryable(e):
+                if not retryable(e):
                     return HangupOutcome(callid, "failed", pending.attempts, pending.last_error, e)
             else:
                 if outcome is not None:

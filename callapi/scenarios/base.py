@@ -319,14 +319,17 @@ class Command:
         (L{callapi.opensips.hangup}: resolved, retried until OpenSIPS
         confirms, bounded by C{Settings.hangup_deadline}) and call
         C{then(outcome)} while the command runs.  L{release} stops the
-        waiting only: the cleanup itself goes on.
+        waiting only: the cleanup itself goes on.  A call noted with
+        L{note_call} is then noted C{"ended"} (or C{"unknown"} when the
+        cleanup failed).
         """
         d = self.ctx.hangups.end(callid, f"{self.method} {self.cmd_id}")
         self._hangup_waits.add(d)
 
         def done(outcome: HangupOutcome) -> None:
             self._hangup_waits.discard(d)
-            self.note_call(callid, "ended" if outcome.done else "unknown")
+            if callid in self.calls:
+                self.note_call(callid, "ended" if outcome.done else "unknown")
             if not self.done:
                 self._guard(then, outcome)
 
