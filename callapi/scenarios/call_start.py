@@ -13,6 +13,12 @@ callee rejects: E_CALL_TRANSFER C{fail}), 3.4 README "t_uac_dlg".
 The INVITE loops through OpenSIPS itself (its R-URI user is routed by the
 script, which calls C{create_dialog()}), so the dialog's "caller" leg is
 OpenSIPS' local UAC and its "callee" leg is the caller's phone.
+
+This module is long because CallStart owns two calls at once (the first
+call and the transfer's new one) and every way they can end (ring and
+callee ring timeouts, CallEnd on either, an answer crossing a cancel) is
+one transition table with its actions; the ringing/cancel part could move
+to a component like L{Transfer} later.
 """
 
 from __future__ import annotations
@@ -347,6 +353,8 @@ class CallStart(Command):
         """
         callids = (self.callid, *others)
         outcomes: list[HangupOutcome] = []
+        # enter the phase first: an outcome known at once is fed right away
+        self.machine.phase = _S.ABANDONING
 
         def one(outcome: HangupOutcome) -> None:
             outcomes.append(outcome)
@@ -547,6 +555,7 @@ class CallStart(Command):
             else:
                 self.machine.feed("hung_up", error_text(reason) if not isinstance(reason, str) else reason)
 
+        self.machine.phase = _S.HANGING_UP  # an outcome known at once is fed right away
         self.hang_up(self.callid, done)
         return _S.HANGING_UP
 

@@ -536,6 +536,7 @@ class TransferCommand(Command):
         if transfer.old_gone:
             self.end()
             return _C.DONE
+        self.machine.phase = _C.HANGING_UP  # an outcome known at once is fed right away
         self.hang_up(self.old_callid, self._hung_up)
         return _C.HANGING_UP
 
