@@ -25,6 +25,9 @@ INTERNAL_ERROR = -32603
 DUPLICATE_CMD_ID = -32001
 OPENSIPS_UNAVAILABLE = -32002
 SHUTTING_DOWN = -32003
+#: OpenSIPS does not answer (L{callapi.interfaces.IProxyStatus}): commands
+#: that need it are refused at once, docs/protocol.md "JSON-RPC error codes".
+OPENSIPS_UNREACHABLE = -32010
 
 
 class RPCError(Exception):

@@ -94,9 +94,14 @@ class INotificationSink(Interface):
     "data"}}} (docs/protocol.md, "Messages").
     """
 
-    def notify(method: str, cmd_id: str, event: str, data: Any = None) -> None:
+    def notify(
+        method: str, cmd_id: str, event: str, data: Any = None, extra: dict[str, Any] | None = None
+    ) -> None:
         """
         Send one notification.  C{data=None} omits the C{data} member.
+        C{extra}: more members of the notification's C{params} (e.g. an
+        C{Error}'s C{calls}, docs/protocol.md "Error notifications"), never
+        C{cmd_id}/C{event}/C{data}; callers pass it only when not empty.
         Must not raise; a closed sink drops silently.
         """
 

@@ -19,6 +19,7 @@ from callapi.errors import (
     DUPLICATE_CMD_ID,
     INTERNAL_ERROR,
     METHOD_NOT_FOUND,
+    OPENSIPS_UNREACHABLE,
     SHUTTING_DOWN,
     RPCError,
 )
@@ -158,6 +159,9 @@ class Session:
                 f"limit {self._runner.max_per_session} per connection",
             )
         checked = cls.check(params)
+        status = self._runner.ctx.status
+        if cls.needs_opensips and not status.reachable:
+            raise RPCError(OPENSIPS_UNREACHABLE, "OpenSIPS unreachable", status.describe())
         cls.check_context(checked, self._runner.ctx)
         command = cls(self._runner.ctx, cmd_id, checked, self, cmd_id_generated=generated)
         self.running[cmd_id] = command
@@ -178,11 +182,17 @@ class Session:
 
     # INotificationSink
 
-    def notify(self, method: str, cmd_id: str, event: str, data: Any = None) -> None:
+    def notify(
+        self, method: str, cmd_id: str, event: str, data: Any = None, extra: dict[str, Any] | None = None
+    ) -> None:
         """
-        See L{INotificationSink.notify}.
+        See L{INotificationSink.notify}; C{extra} members are added to the
+        notification's C{params} after C{cmd_id}, C{event} and C{data}.
         """
-        self._write(jsonrpc.notification(method, cmd_id, event, data))
+        message = jsonrpc.notification(method, cmd_id, event, data)
+        if extra:
+            message["params"].update({k: v for k, v in extra.items() if k not in message["params"]})
+        self._write(message)
 
     def _write(self, message: Any) -> None:
         if not self.is_open:

@@ -78,6 +78,40 @@ def sip_uri(name: str, value: Any) -> str:
     return value
 
 
+def uri_key(uri: str) -> tuple[str, str, str, str]:
+    """
+    What makes two SIP URIs (already checked by L{sip_uri}) the same
+    address for L{same_address}: the scheme and host case-insensitively,
+    the user part as is, the port with its default (5060 for C{sip:}, 5061
+    for C{sips:}); password and C{;uri-parameters} are ignored (RFC 3261
+    section 19.1.4 compares parameters too; a phone is the same phone with
+    C{;transport=udp} or without).
+
+    @return: C{(scheme, user, host, port)}.
+    """
+    scheme, _, rest = uri.partition(":")
+    scheme = scheme.lower()
+    userinfo, at, hostport = rest.rpartition("@")
+    if not at:
+        hostport = rest
+    user = userinfo.split(":", 1)[0]
+    hostport = hostport.split(";", 1)[0]
+    if hostport.startswith("["):
+        host, _, port = hostport[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = hostport.partition(":")
+    return scheme, user, host.lower().rstrip("."), port or ("5061" if scheme == "sips" else "5060")
+
+
+def same_address(a: str, b: str) -> bool:
+    """
+    C{True} when the SIP URIs C{a} and C{b} name the same address
+    (L{uri_key}).
+    """
+    return uri_key(a) == uri_key(b)
+
+
 def leg(name: str, value: Any) -> str:
     """
     A dialog leg: C{"caller"} or C{"callee"} (not C{"both"}, which callops
@@ -135,4 +169,14 @@ def check_params(
     return checked
 
 
-__all__ = ["RPCError", "any_value", "callid", "check_params", "cmd_id", "leg", "sip_uri"]
+__all__ = [
+    "RPCError",
+    "any_value",
+    "callid",
+    "check_params",
+    "cmd_id",
+    "leg",
+    "same_address",
+    "sip_uri",
+    "uri_key",
+]

@@ -84,21 +84,51 @@ def test_call_end_error(reason: BaseException, text: str) -> None:
     env.assert_ended_clean()
 
 
-def test_call_end_timeout() -> None:
+def test_call_end_timeout_is_retried_until_ok() -> None:
+    # behaviour change (issue 7): a lost dlg_end_dlg is retried with backoff
     env = run(CallEnd, {"callid": CALLID})
     env.mi.time_out("dlg_end_dlg")
-    assert env.sink.notifications == [
-        ("CallEnd", "c1", "Error", "OpenSIPS did not answer MI dlg_end_dlg within 5 s"),
-        ("CallEnd", "c1", "Ended", None),
-    ]
+    assert env.sink.notifications == []
+    env.clock.advance(0.5)
+    env.mi.time_out("dlg_end_dlg")
+    env.clock.advance(1.0)
+    env.mi.reply("dlg_end_dlg", "OK")
+    assert env.requests() == [("dlg_end_dlg", {"dialog_id": CALLID})] * 3
+    assert env.sink.notifications == [("CallEnd", "c1", "Ended", None)]
     env.assert_ended_clean()
 
 
-def test_call_end_abort_cancels_the_request() -> None:
+def test_call_end_gives_up_after_the_deadline() -> None:
+    env = run(CallEnd, {"callid": CALLID})
+    delays = []
+    while env.mi.pending:
+        env.mi.time_out("dlg_end_dlg")
+        if env.clock.getDelayedCalls():
+            delay = env.clock.getDelayedCalls()[0].getTime() - env.clock.seconds()
+            delays.append(delay)
+            env.clock.advance(delay)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    assert env.events() == [
+        (
+            "Error",
+            f"could not end call {CALLID}: OpenSIPS did not answer MI dlg_end_dlg within 5 s "
+            "(gave up after 10 attempt(s) in 27.5 s)",
+        ),
+        ("Ended", None),
+    ]
+    assert env.sink.extras == [("Error", {"calls": [{"callid": CALLID, "state": "unknown"}]})]
+    env.assert_ended_clean()
+
+
+def test_call_end_abort_lets_the_cleanup_finish() -> None:
+    # behaviour change (issue 7): the client leaving does not stop the hang-up
     env = run(CallEnd, {"callid": CALLID})
     env.command.abort()
-    assert env.mi.requests[0].state == "cancelled"
+    assert env.mi.requests[0].state == "pending"
+    assert list(env.ctx.hangups.pending) == [CALLID]
+    env.mi.reply("dlg_end_dlg", "OK")
     assert env.sink.notifications == []
+    assert env.ctx.hangups.pending == {}
     assert env.mi.pending == {} and env.clock.getDelayedCalls() == []
 
 

@@ -1103,7 +1103,8 @@ def test_transfer_timeout_ends_the_first_call(started_: bool, seconds: float) ->
     # d_blind_transfer_refer_rejected in a click-to-dial: the caller's phone
     # refuses the REFER, OpenSIPS said "Accepted" and raises nothing
     t = Success
-    env = run(callid=t.FIRST)
+    # behaviour change (issue 7): the callee ring timeout (60 s) would fire first
+    env = run(callid=t.FIRST, settings=Settings(callee_ring_timeout=600.0))
     answer_and_accept(env, t)
     if started_:
         env.play(t.START)

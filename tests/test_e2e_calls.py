@@ -474,7 +474,8 @@ async def test_call_end_while_transferring(reactor: Any) -> None:
         first = result.response["result"]["callid"]
         assert result.events[:3] == ["CallerAnswered", "Transferring", "TransferStart"]
         assert result.events[-2:] == ["Error", "Ended"]
-        assert result.data("Error")[0].startswith("transfer failed with status 487")
+        # behaviour change (issue 7): CallEnd tells the owning CallStart at once
+        assert result.data("Error")[0].startswith("487 Request Terminated: call ")
         await until(reactor, lambda: dialog_ended(daemon, first))
         await until(reactor, lambda: dialog_ended(daemon, transfer_started()))
         client.sendClose()

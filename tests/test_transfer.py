@@ -529,10 +529,14 @@ def test_blind_old_call_gone_before_accepted_no_dlg_end_dlg() -> None:
 
 
 def test_blind_dlg_end_dlg_other_error_is_not_an_error() -> None:
+    # behaviour change (issue 7): the lost dlg_end_dlg is re-sent until OK
     t = NotifyDelay
     env = blind(t.OLD)
     env.play(ACCEPTED, t.START, t.OK)
     env.mi.time_out("dlg_end_dlg")
+    assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY)]
+    env.clock.advance(0.5)
+    env.mi.reply("dlg_end_dlg", "OK")
     assert env.events() == [transferring(CINDY), started(t.NEW, CINDY), successful(t.NEW, CINDY), ENDED]
     env.assert_ended_clean()
 
@@ -870,7 +874,11 @@ def test_blind_abort_while_dlg_end_dlg_pending() -> None:
     env = blind(t.OLD)
     env.play(ACCEPTED, t.START, t.OK)
     env.command.abort()
-    assert env.mi.requests[1].state == "cancelled"
+    # behaviour change (issue 7): the cleanup outlives the command and finishes
+    assert env.mi.requests[1].state == "pending"
+    assert list(env.ctx.hangups.pending) == [t.OLD]
+    env.mi.reply("dlg_end_dlg", "OK")
+    assert env.ctx.hangups.pending == {} and env.sink.notifications[-1][2] == "TransferSuccessful"
     assert env.mi.pending == {} and env.hub.registrations == 0
     assert env.clock.getDelayedCalls() == []
 

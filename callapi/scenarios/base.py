@@ -13,9 +13,18 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from zope.interface import implementer
 
 from callapi.errors import error_text
-from callapi.interfaces import IEventHub, IMIClient, INotificationSink, ISubscription
+from callapi.interfaces import (
+    IDialogOwner,
+    IDialogRegistry,
+    IEventHub,
+    IMIClient,
+    INotificationSink,
+    IProxyStatus,
+    ISubscription,
+)
 from callapi.logging import logger
 from callapi.opensips.dialog import (
     DialogStateChanged,
@@ -25,8 +34,10 @@ from callapi.opensips.dialog import (
     parse_hold,
     parse_transfer,
 )
+from callapi.opensips.hangup import HangupOutcome, Hangups
 from callapi.opensips.names import MINames
 from callapi.scenarios.machine import Machine
+from callapi.scenarios.standalone import AlwaysReachable, NullDialogRegistry
 
 #: A typed EVI input (L{callapi.opensips.dialog}).
 _E = TypeVar("_E")
@@ -69,6 +80,12 @@ class Settings:
     @ivar transfer_retries: CallStart: how often a 404/410 answer to
         C{call_transfer} is retried (the dialog is not confirmed yet).
     @ivar transfer_retry_delay: seconds between those retries.
+    @ivar callee_ring_timeout: CallStart: how long the transfer target may
+        ring (the new call in state 1/2) before it is cancelled through the
+        proxy (C{dlg_end_dlg} of the early dialog sends CANCEL, trace
+        C{3.4/g_dlg_end_dlg}); the C{callee_ring_timeout} param overrides it.
+    @ivar hangup_deadline: how long a cleanup (L{callapi.opensips.hangup})
+        keeps retrying to end a call before it gives up.
     """
 
     next_hop: str | None = None
@@ -85,12 +102,25 @@ class Settings:
     transfer_old_gone_grace: float = 2.0
     transfer_retries: int = 3
     transfer_retry_delay: float = 0.5
+    callee_ring_timeout: float = 60.0
+    hangup_deadline: float = 30.0
+
+
+def _hangups(ctx: Context) -> Hangups:
+    return Hangups(ctx.mi, ctx.registry, ctx.names, ctx.clock, ctx.settings.hangup_deadline)
 
 
 @attrs.define
 class Context:
     """
     Everything a command may use; passed in, never global.
+
+    @ivar registry: the proxy's dialogs (L{callapi.opensips.registry} in
+        the daemon; L{NullDialogRegistry} when not given).
+    @ivar status: is OpenSIPS reachable (L{callapi.opensips.liveness} in
+        the daemon; L{AlwaysReachable} when not given).
+    @ivar hangups: the daemon's cleanups (built from the fields above when
+        not given); the manhole lists C{hangups.pending}.
     """
 
     mi: IMIClient
@@ -98,8 +128,12 @@ class Context:
     clock: IReactorTime
     names: MINames = attrs.Factory(MINames)
     settings: Settings = attrs.Factory(Settings)
+    registry: IDialogRegistry = attrs.Factory(NullDialogRegistry)
+    status: IProxyStatus = attrs.Factory(AlwaysReachable)
+    hangups: Hangups = attrs.Factory(_hangups, takes_self=True)
 
 
+@implementer(IDialogOwner)
 class Command:
     """
     Base class of every command.
@@ -118,6 +152,9 @@ class Command:
     """
 
     method: ClassVar[str] = ""
+    #: the command talks to OpenSIPS: refused up front while it is
+    #: unreachable (L{callapi.errors.OPENSIPS_UNREACHABLE}); Echo does not.
+    needs_opensips: ClassVar[bool] = True
     _log = logger()
 
     def __init__(
@@ -144,6 +181,11 @@ class Command:
         self._subscriptions: list[ISubscription] = []
         self._timers: list[IDelayedCall] = []
         self._requests: set[Deferred[Any]] = set()
+        self._claimed: set[str] = set()
+        self._hangup_waits: set[Deferred[HangupOutcome]] = set()
+        #: Call-ID -> what the command knows of that call's state, for the
+        #: C{calls} of an C{Error} (docs/protocol.md "Error notifications")
+        self.calls: dict[str, str] = {}
         self.started_at = ctx.clock.seconds()
 
     def __repr__(self) -> str:
@@ -203,13 +245,19 @@ class Command:
         """
         return {}
 
-    def emit(self, event: str, data: Any = None) -> None:
+    def emit(self, event: str, data: Any = None, extra: dict[str, Any] | None = None) -> None:
         """
         Send one notification, unless the command is over.
+
+        @param extra: more members of the notification's params (e.g.
+            C{calls}), passed to the sink only when given.
         """
         if self.done:
             return
-        self.sink.notify(self.method, self.cmd_id, event, data)
+        if extra:
+            self.sink.notify(self.method, self.cmd_id, event, data, extra=extra)
+        else:
+            self.sink.notify(self.method, self.cmd_id, event, data)
 
     def end(self) -> None:
         """
@@ -237,8 +285,55 @@ class Command:
         self._log.info(
             "command {cmd_id} {method} failed: {error}", cmd_id=self.cmd_id, method=self.method, error=text
         )
-        self.emit("Error", text)
+        calls = [{"callid": callid, "state": state} for callid, state in self.calls.items()]
+        self.emit("Error", text, {"calls": calls} if calls else None)
         self.end()
+
+    def note_call(self, callid: str, state: str) -> None:
+        """
+        Record what the command knows of a call it created or controls
+        (C{"ringing"}, C{"connected"}, C{"ended"}, C{"unknown"}, ...): every
+        later C{Error} names it in C{calls}.
+        """
+        self.calls[callid] = state
+
+    # calls owned (IDialogOwner) and ended (cleanups)
+
+    def claim(self, callid: str) -> None:
+        """
+        Tell the registry this command controls C{callid} (released by
+        L{release}); CallEnd on it then calls L{call_ended_by_api}.
+        """
+        self.ctx.registry.claim(callid, self)
+        self._claimed.add(callid)
+
+    def call_ended_by_api(self, callid: str, by_cmd_id: str) -> None:
+        """
+        L{callapi.interfaces.IDialogOwner}: another command ends C{callid}.
+        Commands that own calls feed it to their flow; the default ignores it.
+        """
+
+    def hang_up(self, callid: str, then: Callable[[HangupOutcome], None]) -> None:
+        """
+        End C{callid} through the proxy with the daemon's cleanup
+        (L{callapi.opensips.hangup}: resolved, retried until OpenSIPS
+        confirms, bounded by C{Settings.hangup_deadline}) and call
+        C{then(outcome)} while the command runs.  L{release} stops the
+        waiting only: the cleanup itself goes on.  A call noted with
+        L{note_call} is then noted C{"ended"} (or C{"unknown"} when the
+        cleanup failed).
+        """
+        d = self.ctx.hangups.end(callid, f"{self.method} {self.cmd_id}")
+        self._hangup_waits.add(d)
+
+        def done(outcome: HangupOutcome) -> None:
+            self._hangup_waits.discard(d)
+            if callid in self.calls:
+                self.note_call(callid, "ended" if outcome.done else "unknown")
+            if not self.done:
+                self._guard(then, outcome)
+
+        d.addCallback(done)
 
     def abort(self, why: str = "aborted") -> None:
         """
@@ -287,6 +382,9 @@ class Command:
         requests, self._requests = self._requests, set()
         for d in requests:
             d.cancel()
+        claimed, self._claimed = self._claimed, set()
+        for callid in claimed:
+            self.ctx.registry.release(callid, self)
 
     @property
     def outstanding(self) -> dict[str, int]:

@@ -13,6 +13,12 @@ callee rejects: E_CALL_TRANSFER C{fail}), 3.4 README "t_uac_dlg".
 The INVITE loops through OpenSIPS itself (its R-URI user is routed by the
 script, which calls C{create_dialog()}), so the dialog's "caller" leg is
 OpenSIPS' local UAC and its "callee" leg is the caller's phone.
+
+This module is long because CallStart owns two calls at once (the first
+call and the transfer's new one) and every way they can end (ring and
+callee ring timeouts, CallEnd on either, an answer crossing a cancel) is
+one transition table with its actions; the ringing/cancel part could move
+to a component like L{Transfer} later.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from twisted.internet.interfaces import IDelayedCall
 from callapi import validation
 from callapi.errors import error_text
 from callapi.opensips.dialog import DialogState, DialogStateChanged
+from callapi.opensips.hangup import HangupOutcome
 from callapi.scenarios.base import Command
 from callapi.scenarios.machine import Flow, Machine
-from callapi.scenarios.transfer import Transfer, end_dialog
+from callapi.scenarios.transfer import Transfer
 
 #: The offer of the click-to-dial INVITE: one PCMU stream, no address (the
 #: phone is re-INVITEd / REFERred before any media flows).  As the Go tool.
@@ -50,6 +57,16 @@ def ring_timeout(name: str, value: Any) -> float:
             f"{name} must be a number of seconds, 0 < {name} <= {MAX_RING_TIMEOUT:g}"
         )
     return float(value)
+
+
+def _not_ended(outcomes: list[HangupOutcome]) -> str:
+    """
+    The note an Error text gets for calls the cleanup could not end.
+    """
+    failed = [o for o in outcomes if not o.done]
+    if not failed:
+        return ""
+    return " (could not end " + ", ".join(f"call {o.callid}: {o.detail}" for o in failed) + ")"
 
 
 class CallStartPhase(enum.Enum):
@@ -109,6 +126,10 @@ CALL_START_FLOW = Flow(
         (_S.TRANSFERRING, "transfer_failed", (_S.HANGING_UP, _S.DONE), "_hang_up"),
         (_S.HANGING_UP, "dialog_changed", _S.HANGING_UP, "_note_dialog"),
         (_S.HANGING_UP, "hung_up", _S.DONE, "_end_with"),
+        (_S.CALLING, "ended_by_api", _S.CANCELLING, "_ended_while_calling"),
+        ((_S.ANSWERED, _S.TRANSFERRING), "ended_by_api", _S.ABANDONING, "_ended_after_answer"),
+        ((_S.CANCELLING, _S.ABANDONING, _S.HANGING_UP), "ended_by_api", _S.CANCELLING, "_already_ending"),
+        (_S.TRANSFERRING, "callee_ring_timeout", (_S.TRANSFERRING, _S.ABANDONING), "_callee_ring_timeout"),
     ],
     abort="_abort_call",
 )
@@ -153,6 +174,7 @@ class CallStart(Command):
         #: the Error text once the ring timeout cancelled the INVITE
         self._cancel_text: str | None = None
         self._ring_timer: IDelayedCall | None = None
+        self._callee_ring_timer: IDelayedCall | None = None
         self.transfer: Transfer | None = None
 
     @staticmethod
@@ -160,11 +182,16 @@ class CallStart(Command):
         """
         @raise RPCError: -32602 naming the bad parameter.
         """
-        return validation.check_params(
+        checked = validation.check_params(
             params,
             {"caller": validation.sip_uri, "callee": validation.sip_uri},
-            {"ring_timeout": ring_timeout},
+            {"ring_timeout": ring_timeout, "callee_ring_timeout": ring_timeout},
         )
+        if validation.same_address(checked["caller"], checked["callee"]):
+            raise validation.invalid_params(
+                "caller and callee must be different addresses (the phone would be called to itself)"
+            )
+        return checked
 
     def result_extra(self) -> dict[str, Any]:
         return {"callid": self.callid}
@@ -174,9 +201,18 @@ class CallStart(Command):
 
     # CALLING: call the caller
 
+    def call_ended_by_api(self, callid: str, by_cmd_id: str) -> None:
+        """
+        L{callapi.interfaces.IDialogOwner}: CallEnd C{by_cmd_id} ends
+        C{callid} (the first call or the transfer's new call).
+        """
+        self.machine.feed("ended_by_api", callid, by_cmd_id)
+
     def _call(self) -> None:
         caller, callee = self.params["caller"], self.params["callee"]
         feed = self.machine.feed
+        self.claim(self.callid)
+        self.note_call(self.callid, "ringing")
 
         def on_dialog(event: DialogStateChanged) -> None:
             feed("dialog_changed", event)
@@ -229,6 +265,7 @@ class CallStart(Command):
 
     def _caller_answered(self) -> _S:
         self._stop_ringing()
+        self.note_call(self.callid, "connected")
         self.emit("CallerAnswered", {"caller": self.params["caller"], "callee": self.params["callee"]})
         if self._confirmed:
             return self._transfer()
@@ -308,16 +345,24 @@ class CallStart(Command):
             return _S.DONE
         return _S.CANCELLING
 
-    def _abandon(self, text: str) -> _S:
+    def _abandon(self, text: str, *others: str) -> _S:
         """
-        End the first call through the proxy, then fail with C{text}.
+        End the first call (and the calls C{others}) through the proxy
+        with the cleanup routine (L{Command.hang_up}), then fail with
+        C{text}, which names a call that could not be ended.
         """
-        self.request(
-            self.ctx.names.end_dialog,
-            {"dialog_id": self.callid},
-            lambda _: self.machine.feed("hung_up", text),
-            lambda _: self.machine.feed("hung_up", text),
-        )
+        callids = (self.callid, *others)
+        outcomes: list[HangupOutcome] = []
+        # enter the phase first: an outcome known at once is fed right away
+        self.machine.phase = _S.ABANDONING
+
+        def one(outcome: HangupOutcome) -> None:
+            outcomes.append(outcome)
+            if len(outcomes) == len(callids):
+                self.machine.feed("hung_up", text + _not_ended(outcomes))
+
+        for callid in callids:
+            self.hang_up(callid, one)
         return _S.ABANDONING
 
     def _on_answer_when_abandoning(self, result: Any) -> _S:
@@ -377,6 +422,8 @@ class CallStart(Command):
             lambda: feed("transfer_succeeded"),
             lambda reason: feed("transfer_failed", reason),
             retry_codes=(404, 410),
+            started=self._new_call,
+            reconcile_to=callee,
         )
         self.transfer.begin()
         return _S.TRANSFERRING
@@ -392,11 +439,93 @@ class CallStart(Command):
     def _on_transfer_succeeded(self) -> _S:
         transfer = self.transfer
         assert transfer is not None
+        self.note_call(transfer.new_callid, "connected")
         self.emit(
             "CalleeAnswered",
             {"callid": transfer.new_callid, "caller": self.params["caller"], "callee": self.params["callee"]},
         )
         return self._hang_up(None)
+
+    # the new call: claimed, bounded ringing
+
+    def _new_call(self, new_callid: str) -> None:
+        """
+        The transfer's new call is known (C{start}, or found by the
+        registry search): claim it and bound its ringing
+        (C{callee_ring_timeout}).
+        """
+        self.claim(new_callid)
+        self.note_call(new_callid, "ringing")
+        if self._callee_ring_timer is None:
+            ring = self.params.get("callee_ring_timeout", self.ctx.settings.callee_ring_timeout)
+            self._callee_ring_timer = self.call_later(ring, self.machine.feed, "callee_ring_timeout", ring)
+
+    def _stop_callee_ringing(self) -> None:
+        if self._callee_ring_timer is not None and self._callee_ring_timer.active():
+            self._callee_ring_timer.cancel()
+
+    def _callee_ring_timeout(self, ring: float) -> _S:
+        """
+        The target rang too long: cancel its ringing call through the proxy
+        (C{dlg_end_dlg} of the early dialog sends CANCEL, trace
+        C{3.4/g_dlg_end_dlg}) and end the first call, then the Error.
+        """
+        transfer = self.transfer
+        assert transfer is not None
+        if transfer.machine.done:
+            return _S.TRANSFERRING  # the outcome is being handled
+        new_callid = transfer.new_callid
+        transfer.machine.terminate()
+        text = (
+            f"408 Request Timeout: {self.params['callee']} did not answer within {ring:g} s "
+            f"(new call {new_callid} cancelled, call {self.callid} to {self.params['caller']} ended)"
+        )
+        self._cancel_text = text
+        return self._abandon(text, new_callid)
+
+    # CallEnd on one of our calls (IDialogOwner)
+
+    def _ended_while_calling(self, callid: str, by_cmd_id: str) -> _S:
+        """
+        CallEnd on the ringing first call: cancel the INVITE at once and end
+        as the ring timeout does (the dialog's end, or C{cancel_grace} then
+        the cleanup, which also hangs up an answer that crossed the cancel).
+        """
+        self._stop_ringing()
+        text = (
+            f"487 Request Terminated: the call {self.callid} to {self.params['caller']} was ended "
+            f"by CallEnd {by_cmd_id} before it was answered"
+        )
+        self._cancel_text = text
+        self.request(
+            self.ctx.names.uac_cancel, {"callid": self.callid, "cseq": "1"}, lambda _: None, lambda _: None
+        )
+        self.call_later(self.ctx.settings.cancel_grace, self.machine.feed, "cancel_grace_over", text)
+        return _S.CANCELLING
+
+    def _ended_after_answer(self, callid: str, by_cmd_id: str) -> _S:
+        """
+        CallEnd after the caller answered (before or during the transfer):
+        never transfer; end the first call and the new one, if any.
+        """
+        transfer = self.transfer
+        others: list[str] = []
+        if transfer is not None:
+            self._stop_callee_ringing()
+            transfer.machine.terminate()
+            if transfer.new_callid:
+                others.append(transfer.new_callid)
+        text = (
+            f"487 Request Terminated: call {callid} was ended by CallEnd {by_cmd_id} "
+            f"before {self.params['callee']} answered"
+        )
+        self._cancel_text = text
+        return self._abandon(text, *(c for c in others if c != self.callid))
+
+    def _already_ending(self, callid: str, by_cmd_id: str) -> None:
+        """
+        The calls are being ended already; the CallEnd's own cleanup joins.
+        """
 
     # the one hang-up routine
 
@@ -407,10 +536,27 @@ class CallStart(Command):
         C{Error(reason)}: the caller must not stay in a call with nobody.
         """
         assert self.transfer is not None
+        self._stop_callee_ringing()
         if self.transfer.old_gone:
+            self.note_call(self.callid, "ended")
             self._end_with(reason)
             return _S.DONE
-        end_dialog(self, self.callid, lambda: self.machine.feed("hung_up", reason))
+
+        def done(outcome: HangupOutcome) -> None:
+            if reason is None:
+                if not outcome.done:
+                    self._log.warn(
+                        "CallStart {cmd_id}: the first call {callid} could not be ended: {detail}",
+                        cmd_id=self.cmd_id,
+                        callid=self.callid,
+                        detail=outcome.detail,
+                    )
+                self.machine.feed("hung_up", None)
+            else:
+                self.machine.feed("hung_up", error_text(reason) if not isinstance(reason, str) else reason)
+
+        self.machine.phase = _S.HANGING_UP  # an outcome known at once is fed right away
+        self.hang_up(self.callid, done)
         return _S.HANGING_UP
 
     def _end_with(self, reason: BaseException | str | None) -> None:
@@ -456,7 +602,7 @@ class CallStart(Command):
         )
         if phase in (_S.CALLING, _S.CANCELLING, _S.ABANDONING) and not self._confirmed:
             mi.call(names.uac_cancel, {"callid": self.callid, "cseq": "1"}).addErrback(lambda _: None)
-        mi.call(names.end_dialog, {"dialog_id": self.callid}).addErrback(lambda _: None)
+        self.ctx.hangups.end(self.callid, f"{why}: CallStart {self.cmd_id}")
 
 
 CALL_START_FLOW.check(CallStart)

@@ -17,6 +17,7 @@ class Echo(Command):
     """
 
     method = "Echo"
+    needs_opensips = False
 
     @staticmethod
     def check(params: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,11 @@ What OpenSIPS does (3.4 README "call_transfer" and "E_CALL_TRANSFER"):
     a UA without Replaces support): every transfer is bounded in time.
   - Errors: 404 "Dialog not found", 404 "Transfer dialog not found",
     491 "Request Pending" (a transfer of that call runs or ran).
+
+This module is long because the transfer component and the two commands
+built on it share one flow and one set of error texts; splitting the
+commands out is planned once the registry-based reconcile
+(L{callapi.scenarios.reconcile}) has settled.
 """
 
 from __future__ import annotations
@@ -28,18 +33,21 @@ import enum
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
 from callapi import validation
-from callapi.errors import CommandTimeout, MIError, MITimeout
+from callapi.errors import CommandTimeout, MIError, MITimeout, error_text
 from callapi.opensips.dialog import (
     DialogState,
     DialogStateChanged,
     TransferEvent,
     TransferState,
 )
+from callapi.opensips.hangup import HangupOutcome
 from callapi.scenarios.base import Command
 from callapi.scenarios.machine import Flow, Machine
+from callapi.scenarios.reconcile import Found, find_new_call
 
 
 class TransferPhase(enum.Enum):
@@ -79,7 +87,9 @@ TRANSFER_FLOW = Flow(
             (_T.REQUESTED, _T.ACCEPTED, _T.DONE),
             "_gone_before_start",
         ),
-        (_T.ACCEPTED, "no_start", _T.DONE, "_no_start"),
+        (_T.ACCEPTED, "no_start", (_T.ACCEPTED, _T.DONE), "_no_start"),
+        (_T.ACCEPTED, "reconciled", (_T.STARTED, _T.DONE), "_on_reconciled"),
+        (_T.STARTED, "new_call_changed", (_T.STARTED, _T.DONE), "_on_new_call_changed"),
         (_T.STARTED, "no_outcome", _T.DONE, "_no_outcome"),
     ],
     abort="_abort",
@@ -123,6 +133,8 @@ class Transfer:
         succeeded: Callable[[], None],
         failed: Callable[[BaseException | str], None],
         retry_codes: tuple[int, ...] = (),
+        started: Callable[[str], None] | None = None,
+        reconcile_to: str | None = None,
     ) -> None:
         """
         @param command: the owner, whose L{Command.request},
@@ -139,6 +151,12 @@ class Transfer:
         @param retry_codes: MI error codes retried
             C{Settings.transfer_retries} times, C{Settings.transfer_retry_delay}
             apart (CallStart: 404/410, the dialog is not confirmed yet).
+        @param started: called with the new call's Call-ID once known (the
+            owner claims it).
+        @param reconcile_to: the transfer target URI: when no C{start} came,
+            the registry is searched for the new call
+            (L{callapi.scenarios.reconcile}) before a failure is reported;
+            C{None}: no search (attended transfers).
         """
         self.machine: Machine[TransferPhase] = Machine(TRANSFER_FLOW, self)
         self._command = command
@@ -150,6 +168,9 @@ class Transfer:
         self._succeeded = succeeded
         self._failed = failed
         self._retry_codes = retry_codes
+        self._started = started
+        self._reconcile_to = reconcile_to
+        self._accepted_at = command.ctx.clock.seconds()
         self._attempts = 0
         self._held_back: list[TransferEvent] = []
         self.new_callid = ""
@@ -223,6 +244,7 @@ class Transfer:
                 f"REFER rejected with status {result['Code']} {result.get('Reason', '')}".rstrip()
             )
         command = self._command
+        self._accepted_at = command.ctx.clock.seconds()
         # counted from OpenSIPS' acceptance (CallStart may have retried)
         timeout = command.ctx.settings.transfer_start_timeout
         self._no_start_timer = command.call_later(timeout, self.machine.feed, "no_start", timeout)
@@ -252,13 +274,81 @@ class Transfer:
     def _gone_before_start(self, grace: float) -> TransferPhase | None:
         if self._held_back:
             return None
-        return self._fail(
-            CommandTimeout(
-                f"E_CALL_TRANSFER start after the call {self.old_callid} ended "
-                "(if the transferee hung up itself, OpenSIPS may not have linked its new call)",
-                grace,
-            )
+        reason = CommandTimeout(
+            f"E_CALL_TRANSFER start after the call {self.old_callid} ended "
+            "(if the transferee hung up itself, OpenSIPS may not have linked its new call)",
+            grace,
         )
+        if self.machine.phase is _T.ACCEPTED:
+            return self._reconcile(reason)
+        return self._fail(reason)
+
+    # reconcile before report
+
+    def _reconcile(self, reason: BaseException) -> TransferPhase:
+        """
+        No C{start} came: look for the new call in the registry
+        (L{find_new_call}) before failing with C{reason}.
+        """
+        command = self._command
+        if self._reconcile_to is None:
+            return self._fail(reason)
+        if self._no_start_timer is not None and self._no_start_timer.active():
+            self._no_start_timer.cancel()
+        command._log.info(
+            "{cmd_id}: no E_CALL_TRANSFER start; looking for the new call to {to} in the registry",
+            cmd_id=command.cmd_id,
+            to=self._reconcile_to,
+        )
+        search = find_new_call(
+            command.ctx.registry, self._accepted_at, set(self._watched), self._reconcile_to
+        )
+
+        def found(result: Found) -> None:
+            if not command.done:
+                command._guard(self.machine.feed, "reconciled", result, reason)
+
+        Deferred.fromCoroutine(search).addCallback(found).addErrback(
+            lambda f: command._guard(self.machine.feed, "reconciled", Found(None), reason)
+        )
+        return _T.ACCEPTED
+
+    def _on_reconciled(self, result: Found, reason: BaseException) -> TransferPhase:
+        record = result.record
+        if record is None:
+            text = error_text(reason)
+            if result.candidates:
+                text += f" (new calls to {self._reconcile_to} that may be it: {', '.join(result.candidates)})"
+            return self._fail(text)
+        command = self._command
+        command._log.warn(
+            "{cmd_id}: no E_CALL_TRANSFER start, but the registry has the new call {callid} (state {state})",
+            cmd_id=command.cmd_id,
+            callid=record.callid,
+            state=int(record.state),
+        )
+        self._start(record.callid, self._reconcile_to)
+        if record.state in (DialogState.CONFIRMED_NOT_ACKED, DialogState.CONFIRMED):
+            return self._succeed()
+        command.listen_dialog(record.callid, lambda event: self.machine.feed("new_call_changed", event))
+        return _T.STARTED
+
+    def _on_new_call_changed(self, event: DialogStateChanged) -> TransferPhase:
+        if event.new_state in (DialogState.CONFIRMED_NOT_ACKED, DialogState.CONFIRMED):
+            return self._succeed()
+        if event.new_state is DialogState.DELETED:
+            return self._fail(
+                f"transfer failed: the new call {self.new_callid} to {self.destination} "
+                "ended before it was answered"
+            )
+        return _T.STARTED
+
+    def _succeed(self) -> TransferPhase:
+        if self._outcome_timer is not None and self._outcome_timer.active():
+            self._outcome_timer.cancel()
+        self.machine.phase = _T.DONE
+        self._succeeded()
+        return _T.DONE
 
     def _handle(self, event: TransferEvent) -> TransferPhase:
         return self._handle_in(self.machine.phase, event)
@@ -301,6 +391,8 @@ class Transfer:
         timeout = command.ctx.settings.transfer_timeout
         self._outcome_timer = command.call_later(timeout, self.machine.feed, "no_outcome", timeout)
         command.emit(self.start_event, self._event_data(new_callid, self.destination, None))
+        if self._started is not None:
+            self._started(new_callid)
 
     def _fail(self, reason: BaseException | str) -> TransferPhase:
         self.machine.phase = _T.DONE
@@ -308,7 +400,7 @@ class Transfer:
         return _T.DONE
 
     def _no_start(self, timeout: float) -> TransferPhase:
-        return self._fail(
+        return self._reconcile(
             CommandTimeout(
                 "E_CALL_TRANSFER start: the REFER may have been rejected or the "
                 "transferee never sent its INVITE",
@@ -327,23 +419,6 @@ class Transfer:
 
 
 TRANSFER_FLOW.check(Transfer)
-
-
-def end_dialog(command: Command, callid: str, then: Callable[[], None]) -> None:
-    """
-    End a dialog through OpenSIPS (C{dlg_end_dlg} / C{dialog:end_dlg}: BYE
-    to both legs of a confirmed dialog, CANCEL of an early one, trace
-    C{g_dlg_end_dlg}) as a request owned by C{command}; a 404 (already
-    gone, trace C{d_blind_transfer_callee_success}) is not an error, other
-    errors are logged.  Calls C{then()} either way.
-    """
-
-    def failed(reason: BaseException) -> None:
-        if not (isinstance(reason, MIError) and reason.code == 404):
-            command._log.warn("could not end dialog {callid}: {error}", callid=callid, error=str(reason))
-        then()
-
-    command.request(command.ctx.names.end_dialog, {"dialog_id": callid}, lambda _: then(), failed)
 
 
 class TransferPhaseOfCommand(enum.Enum):
@@ -401,7 +476,21 @@ class TransferCommand(Command):
             self.event_data,
             lambda: feed("transfer_succeeded"),
             lambda reason: feed("transfer_failed", reason),
+            started=self._new_call,
+            reconcile_to=self.reconcile_to(),
         )
+
+    def reconcile_to(self) -> str | None:
+        """
+        @return: the URI the new call goes to, for the registry search when
+            no C{start} came (L{callapi.scenarios.reconcile}); C{None}: no
+            search.
+        """
+        return None
+
+    def _new_call(self, new_callid: str) -> None:
+        self.claim(new_callid)
+        self.note_call(new_callid, "ringing")
 
     def transfer_target(self) -> tuple[str, list[str], dict[str, Any]]:
         """
@@ -433,6 +522,7 @@ class TransferCommand(Command):
             if event.new_state is DialogState.DELETED:
                 feed("dialog_gone")
 
+        self.claim(self.old_callid)
         self.transfer.begin()
         self.listen_dialog(self.old_callid, on_dialog)
 
@@ -441,12 +531,25 @@ class TransferCommand(Command):
 
     def _on_succeeded(self) -> _C:
         transfer = self.transfer
+        self.note_call(transfer.new_callid, "connected")
         self.emit(self.success_event, self.event_data(transfer.new_callid, transfer.destination))
         if transfer.old_gone:
             self.end()
             return _C.DONE
-        end_dialog(self, self.old_callid, lambda: self.machine.feed("hung_up"))
+        self.machine.phase = _C.HANGING_UP  # an outcome known at once is fed right away
+        self.hang_up(self.old_callid, self._hung_up)
         return _C.HANGING_UP
+
+    def _hung_up(self, outcome: HangupOutcome) -> None:
+        if not outcome.done:
+            self._log.warn(
+                "{method} {cmd_id}: the transferred call {callid} could not be ended: {detail}",
+                method=self.method,
+                cmd_id=self.cmd_id,
+                callid=outcome.callid,
+                detail=outcome.detail,
+            )
+        self.machine.feed("hung_up")
 
 
 class CallBlindTransfer(TransferCommand):
@@ -485,6 +588,9 @@ class CallBlindTransfer(TransferCommand):
 
     def transferring_data(self) -> Any:
         return {"destination": self.params["destination"]}
+
+    def reconcile_to(self) -> str | None:
+        return str(self.params["destination"])
 
     def event_data(self, new_callid: str, destination: str | None, extra: str | None = None) -> Any:
         data = {"callid": new_callid, "destination": destination or self.params["destination"]}

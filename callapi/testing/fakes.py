@@ -183,9 +183,15 @@ class RecordingSink:
 
     def __init__(self) -> None:
         self.notifications: list[tuple[str, str, str, Any]] = []
+        #: C{(event, extra)} of every notification sent with C{extra}
+        self.extras: list[tuple[str, dict[str, Any]]] = []
 
-    def notify(self, method: str, cmd_id: str, event: str, data: Any = None) -> None:
+    def notify(
+        self, method: str, cmd_id: str, event: str, data: Any = None, extra: dict[str, Any] | None = None
+    ) -> None:
         self.notifications.append((method, cmd_id, event, data))
+        if extra is not None:
+            self.extras.append((event, extra))
 
     def events(self) -> list[tuple[str, Any]]:
         """

@@ -24,6 +24,7 @@ import attrs
 from twisted.internet.task import Clock
 
 from callapi.errors import MIError
+from callapi.interfaces import IDialogRegistry, IProxyStatus
 from callapi.opensips.events import EventHub
 from callapi.opensips.names import MINames
 from callapi.scenarios import Command, Context, Settings
@@ -97,6 +98,8 @@ class ScenarioHarness(Generic[C]):
         names: MINames | None = None,
         check: bool = True,
         prepare: Callable[[C], None] | None = None,
+        registry: IDialogRegistry | None = None,
+        status: IProxyStatus | None = None,
     ) -> Self:
         """
         Build the context, the command (its params through its C{check}
@@ -104,12 +107,26 @@ class ScenarioHarness(Generic[C]):
 
         @param prepare: called with the command before it runs (e.g. to give
             a CallStart the Call-ID of a trace).
+        @param registry: the context's registry (e.g. a
+            L{callapi.testing.fakes.FakeDialogRegistry}); default: the
+            stand-in that knows no dialog.
+        @param status: the context's proxy status; default: always reachable.
         @raise callapi.errors.RPCError: C{check} refused C{params}.
         """
         mi, hub, clock, sink = FakeMIClient(), EventHub(), Clock(), RecordingSink()
         ctx = Context(
             mi=mi, events=hub, clock=clock, names=names or MINames(), settings=settings or Settings()
         )
+        if registry is not None or status is not None:
+            ctx = Context(
+                mi=mi,
+                events=hub,
+                clock=clock,
+                names=ctx.names,
+                settings=ctx.settings,
+                registry=registry or ctx.registry,
+                status=status or ctx.status,
+            )
         if check:
             params = command_class.check(params)  # type: ignore[attr-defined]
         command = command_class(ctx, cmd_id, params, sink)
