@@ -53,14 +53,21 @@ def build_opensips(settings: Settings, reactor: Any) -> OpenSIPSService:
 
 def build_runner(settings: Settings, opensips: OpenSIPSService, reactor: Any) -> CommandRunner:
     """
-    The command runner, wired to C{opensips}' MI client, event hub and MI
-    names (the object the service updates from the proxy's C{which}).
+    The command runner, wired to C{opensips}' MI client, event hub, MI
+    names (the object the service updates from the proxy's C{which}),
+    dialog registry and liveness status.
 
     @param settings: uses C{commands} (L{callapi.scenarios.Settings}).
     @param reactor: the commands' clock (C{IReactorTime}).
     """
     ctx = Context(
-        mi=opensips.mi, events=opensips.hub, clock=reactor, names=opensips.names, settings=settings.commands
+        mi=opensips.mi,
+        events=opensips.hub,
+        clock=reactor,
+        names=opensips.names,
+        settings=settings.commands,
+        registry=opensips.registry,
+        status=opensips.status,
     )
     return CommandRunner(ctx)
 

@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "ring-timeout": _COMMANDS.ring_timeout,
     "transfer-start-timeout": _COMMANDS.transfer_start_timeout,
     "transfer-timeout": _COMMANDS.transfer_timeout,
+    "callee-ring-timeout": _COMMANDS.callee_ring_timeout,
+    "hangup-deadline": _COMMANDS.hangup_deadline,
     "sip-uri": _COMMANDS.next_hop,
     "log-level": SETTINGS_DEFAULTS.log_level,
     "log-file": SETTINGS_DEFAULTS.log_file,
@@ -210,6 +212,20 @@ class Options(usage.Options):
             f"seconds to wait for a started transfer's outcome [default: {DEFAULTS['transfer-timeout']}]",
         ],
         [
+            "callee-ring-timeout",
+            None,
+            None,
+            "seconds CallStart's callee (the transfer target) may ring before its call is cancelled; "
+            f"the callee_ring_timeout param overrides it [default: {DEFAULTS['callee-ring-timeout']}]",
+        ],
+        [
+            "hangup-deadline",
+            None,
+            None,
+            "seconds callapi keeps re-trying to end a call it is responsible for "
+            f"[default: {DEFAULTS['hangup-deadline']}]",
+        ],
+        [
             "events-from",
             None,
             None,
@@ -279,7 +295,14 @@ class Options(usage.Options):
                 )
             self[flag] = value
         self["mi-timeout"] = _positive_float("mi-timeout", self["mi-timeout"])
-        for name in ("hold-timeout", "ring-timeout", "transfer-start-timeout", "transfer-timeout"):
+        for name in (
+            "hold-timeout",
+            "ring-timeout",
+            "transfer-start-timeout",
+            "transfer-timeout",
+            "callee-ring-timeout",
+            "hangup-deadline",
+        ):
             self[name] = _positive_float(name, self[name])
         self["event-expire"] = _positive_int("event-expire", self["event-expire"])
         for name in (
@@ -351,6 +374,8 @@ class Options(usage.Options):
                 ring_timeout=self["ring-timeout"],
                 transfer_start_timeout=self["transfer-start-timeout"],
                 transfer_timeout=self["transfer-timeout"],
+                callee_ring_timeout=self["callee-ring-timeout"],
+                hangup_deadline=self["hangup-deadline"],
             ),
         )
 

@@ -14,8 +14,8 @@ from typing import Any
 from twisted.python.failure import Failure
 
 BANNER = (
-    "callapi manhole.  Names: root, services, mi, hub, subscriptions(), "
-    "commands(), reactor.  Ctrl-D leaves.\n"
+    "callapi manhole.  Names: root, services, mi, hub, registry, status, subscriptions(), "
+    "commands(), hangups(), reactor.  Ctrl-D leaves.\n"
 )
 
 EXEC_REFUSED = (

@@ -53,7 +53,9 @@ def manhole_namespace(root: Any, reactor: Any) -> dict[str, Any]:
         C{opensips} child; C{subscriptions()}, the current
         SubscriptionManager (C{None} before start); C{commands()}, a
         L{CommandTable} snapshot of the CommandRunner's running commands
-        (empty without a C{commands} child); C{reactor}.
+        (empty without a C{commands} child); C{hangups()}, the calls
+        callapi is still trying to end (Call-ID -> PendingHangup);
+        C{reactor}.
     """
     opensips = _child(root, "opensips")
 
@@ -68,6 +70,12 @@ def manhole_namespace(root: Any, reactor: Any) -> dict[str, Any]:
         running = getattr(getattr(service, "runner", None), "running", None) or {}
         return CommandTable(running)
 
+    def hangups() -> dict[str, Any]:
+        """The cleanups under way: {Call-ID: PendingHangup} (callapi.opensips.hangup)."""
+        service = _child(root, "commands")
+        table = getattr(getattr(getattr(service, "runner", None), "ctx", None), "hangups", None)
+        return dict(getattr(table, "pending", {}))
+
     return {
         "root": root,
         "services": types.MappingProxyType(root.namedServices),
@@ -77,5 +85,6 @@ def manhole_namespace(root: Any, reactor: Any) -> dict[str, Any]:
         "status": getattr(opensips, "status", None),
         "subscriptions": subscriptions,
         "commands": commands,
+        "hangups": hangups,
         "reactor": reactor,
     }
