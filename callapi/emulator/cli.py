@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--demo-calls", type=int, default=0, help="set up N confirmed calls between the default phones"
     )
-    parser.add_argument("--pass-provisional-replies", action="store_true")
+    parser.add_argument(
+        "--pass-provisional-replies",
+        action="store_true",
+        help="imitate tm's pass_provisional_replies=1: t_uac_dlg reports each 18x as an extra reply",
+    )
     args = parser.parse_args(argv)
     host, port = _parse_mi(args.mi)
 
