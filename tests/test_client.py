@@ -65,7 +65,7 @@ def rpc_error(code: int, message: str, data: Any = None, request_id: Any = 1) ->
 
 
 class Recorder:
-    """A :class:`CommandSession` with its output captured in lists."""
+    """A L{CommandSession} with its output captured in lists."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.out: list[str] = []

@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo-calls", type=int, default=0, help="set up N confirmed calls between the default phones"
     )
-    parser.add_argument("--pass-provisional-replies", action="store_true")
+    parser.add_argument(
+        "--pass-provisional-replies",
+        action="store_true",
+        help="imitate tm's pass_provisional_replies=1: t_uac_dlg reports each 18x as an extra reply",
+    )
     faults = parser.add_argument_group("fault injection (all off by default; docs/emulator.md)")
     faults.add_argument(
         "--mi-request-loss",

@@ -286,6 +286,7 @@ class Command:
 
     @property
     def short(self) -> str:
+        """The name without its module prefix (C{hold} for C{callops:hold})."""
         return self.canonical.split(":", 1)[1]
 
     def name_for(self, version: str) -> str:
@@ -306,6 +307,7 @@ class MIError(Exception):
         self.data = data
 
     def as_error(self) -> dict[str, Any]:
+        """The reply's C{error} member."""
         err: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.data is not None:
             err["data"] = self.data

@@ -86,6 +86,7 @@ class Chain:
 
     @property
     def pending(self) -> bool:
+        """Whether a step is scheduled and has not run yet."""
         return self._call is not None and self._call.active()
 
     def _schedule_next(self) -> None:

@@ -292,6 +292,7 @@ class Phone:
         return cls(**{**_FLAVOURS["sipp"], **kw})
 
     def contact_for(self, user: str) -> str:
+        """The Contact URI this phone's UA writes for C{user}."""
         if self.contact:
             return self.contact
         if self.ua == "baresip":
@@ -303,6 +304,7 @@ class Phone:
 
     @property
     def timing(self) -> dict[str, float]:
+        """This UA's delays per SIP step, in seconds (L{UA_TIMING})."""
         return UA_TIMING[self.ua]
 
 
@@ -409,9 +411,11 @@ class IdFactory:
         self._entry_ids: dict[int, int] = {}
 
     def hex(self, n: int) -> str:
+        """C{n} random lowercase hex digits."""
         return "".join(self.rng.choice("0123456789abcdef") for _ in range(n))
 
     def alnum(self, n: int, extra: str = "") -> str:
+        """C{n} random letters and digits (and characters of C{extra})."""
         chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + extra
         return "".join(self.rng.choice(chars) for _ in range(n))
 
@@ -432,9 +436,11 @@ class IdFactory:
         return self.hex(16)
 
     def local_tag(self) -> str:
+        """A tag of the proxy's own (C{t_uac_dlg}): a fixed prefix, 4 random hex digits."""
         return f"{self.local_tag_prefix}-{self.hex(4)}"
 
     def cseq(self) -> int:
+        """A random initial CSeq number."""
         return self.rng.randrange(100, 65000)
 
     def dialog_ids(self, callid: str) -> tuple[int, int]:
@@ -446,6 +452,7 @@ class IdFactory:
         return entry, self._entry_ids[entry]
 
     def branch(self) -> str:
+        """A Via branch in the form OpenSIPS writes (C{z9hG4bK....0})."""
         return f"z9hG4bK{self.hex(4)}.{self.hex(8)}.0"
 
 
@@ -484,6 +491,7 @@ class Leg:
 
     @property
     def is_local(self) -> bool:
+        """Whether no phone is on this side (OpenSIPS' own UAC, or an unknown user)."""
         return self.phone is None and self.phone_uri is None
 
 
@@ -532,20 +540,25 @@ class Dialog:
 
     @property
     def from_uri(self) -> str:
+        """The caller leg's URI."""
         return self.caller.uri
 
     @property
     def to_uri(self) -> str:
+        """The callee leg's URI."""
         return self.callee.uri
 
     def leg(self, role: str) -> Leg:
+        """The leg of C{role} (C{"caller"} or C{"callee"})."""
         return self.caller if role == "caller" else self.callee
 
     def other(self, role: str) -> Leg:
+        """The leg that is not C{role}."""
         return self.callee if role == "caller" else self.caller
 
     @property
     def active(self) -> bool:
+        """Whether the dialog is not deleted yet (state below 5)."""
         return self.state < 5
 
 

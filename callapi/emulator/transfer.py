@@ -281,7 +281,7 @@ class _Transfer:
                             [(sip.REPLACES_BYE_MS, partial(emu._hangup_if_active, dlg2))],
                         )
             else:
-                # 3.4 and 4.0 blind transfers: ``leg`` carries the new Call-ID
+                # 3.4 and 4.0 blind transfers: C{leg} carries the new Call-ID
                 self._xfer(self.dlg, callid, "start", "")
         emu._invites.route(
             new,

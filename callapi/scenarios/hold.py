@@ -42,7 +42,8 @@ class HoldPhase(enum.Enum):
     of started legs and each started leg's outcome).
     """
 
-    #: C{call_hold} sent; leg events are held back until its reply
+    #: C{call_hold} / C{call_unhold} sent; leg events are held back until
+    #: its reply
     WAITING_REPLY = enum.auto()
     #: "OK" came; one reactor turn for the C{start}s sent before it
     SETTLING = enum.auto()
@@ -58,7 +59,7 @@ _LIVE = (_P.WAITING_REPLY, _P.SETTLING, _P.AWAITING_SECOND_START, _P.WAITING_LEG
 
 #: CallHold's transition table (docs/scenarios.md).
 HOLD_FLOW = Flow(
-    "CallHold",
+    "CallHold / CallUnhold",
     HoldPhase,
     _P.WAITING_REPLY,
     _P.DONE,

@@ -32,6 +32,7 @@ class CommandResult:
 
     @property
     def events(self) -> list[str]:
+        """The C{event} of every notification, in order."""
         return [n["event"] for n in self.notifications]
 
     def data(self, event: str) -> list[Any]:
