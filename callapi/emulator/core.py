@@ -48,16 +48,16 @@ import collections
 import json
 import random
 from collections.abc import Callable
-from functools import partial
 from typing import Any, cast
 
 from twisted.internet.interfaces import IReactorTime
 
-from callapi.emulator import sip
+from callapi.emulator import sip, timings
+from callapi.emulator.dialogs import DialogCommands
 from callapi.emulator.events import DEFAULT_EXPIRE, EventInterface, SubscriptionInfo
 from callapi.emulator.faults import FaultDice, Faults
 from callapi.emulator.hold import Hold
-from callapi.emulator.invite import Final, Invites
+from callapi.emulator.invite import Invites
 from callapi.emulator.meta import CoreCommands, SharedVariables
 from callapi.emulator.mi_table import (
     ASYNC,
@@ -68,8 +68,6 @@ from callapi.emulator.mi_table import (
     Respond,
     encode_error,
     match_recipe,
-    param_int,
-    param_str,
 )
 from callapi.emulator.restart import Restarts
 from callapi.emulator.scheduler import Scheduler
@@ -150,11 +148,7 @@ class OpenSIPSEmulator:
         self._seq = 0
         self._invites = Invites(self)
         self._uac = UAC(self)
-        self._handlers: dict[str, Handler] = {
-            "dialog:list": self._cmd_dlg_list,
-            "dialog:list_ctx": lambda p, r: self._cmd_dlg_list(p, r, ctx=True),
-            "dialog:end_dlg": self._cmd_end_dlg,
-        }
+        self._handlers: dict[str, Handler] = {}
         self._core = CoreCommands(clock, version, self._table, self._wall)
         for part in (
             self._core,
@@ -163,6 +157,7 @@ class OpenSIPSEmulator:
             self._uac,
             Hold(self),
             Transfers(self),
+            DialogCommands(self),
         ):
             self._handlers.update(part.commands())
         self._restarts.schedule()
@@ -276,7 +271,7 @@ class OpenSIPSEmulator:
         dlg.caller.cseq = self._ids.cseq()
         dlg.caller.sdp = sip.phone_sdp(sip.user_of(curi), self._rng)
         self._invites.route(
-            dlg, start_ms=sip.DIAL_MS, ack_ms=cphone.timing["ack"], on_final=lambda final: None
+            dlg, start_ms=timings.DIAL_MS, ack_ms=cphone.timing["ack"], on_final=lambda final: None
         )
         return callid
 
@@ -293,11 +288,11 @@ class OpenSIPSEmulator:
         if self._restarts.down:
             raise RuntimeError("OpenSIPS is down (restart in progress)")
         if dlg.state >= 3:
-            self._sched.chain(f"hangup {callid}", [(sip.HANGUP_MS, lambda: self._end_dialog(dlg))])
+            self._sched.chain(f"hangup {callid}", [(timings.HANGUP_MS, lambda: self._end_dialog(dlg))])
         else:
             if dlg.invite_chain is not None:
                 dlg.invite_chain.cancel()
-            self._sched.chain(f"cancel {callid}", [(sip.CANCEL_MS, lambda: self._end_dialog(dlg))])
+            self._sched.chain(f"cancel {callid}", [(timings.CANCEL_MS, lambda: self._end_dialog(dlg))])
 
     def handle_datagram(self, data: bytes, reply: Callable[[bytes], None]) -> None:
         """
@@ -420,7 +415,7 @@ class OpenSIPSEmulator:
         now = self.clock.seconds()
         ended = self._ended
         # Only ended dialogs are queued, so ended_at is set.
-        while ended and now - cast(float, ended[0].ended_at) > sip.DELETED_LINGER_S:
+        while ended and now - cast(float, ended[0].ended_at) > timings.DELETED_LINGER_S:
             dlg = ended.popleft()
             if self.dialogs.get(dlg.callid) is dlg:
                 del self.dialogs[dlg.callid]
@@ -484,115 +479,10 @@ class OpenSIPSEmulator:
     # MI commands: dialog module
     # ------------------------------------------------------------------
 
-    def _dialog_json(self, dlg: Dialog, ctx: bool = False) -> dict[str, Any]:
-        """One dialog as dlg_list prints it (3.4/i_dlg_list.jsonl)."""
-        out: dict[str, Any] = {
-            "ID": dlg.dialog_id,
-            "db_id": dlg.db_id,
-            "state": dlg.state,
-            "user_flags": "",
-            "timestart": dlg.timestart,
-        }
-        if dlg.timestart:
-            out["datestart"] = sip.local_time(dlg.timestart)
-        timeout = dlg.timestart + sip.DIALOG_TIMEOUT_S if dlg.timestart and dlg.active else 0
-        out["timeout"] = timeout
-        if timeout:
-            out["dateout"] = sip.local_time(timeout)
-        out.update(
-            {
-                "callid": dlg.callid,
-                "from_uri": dlg.from_uri,
-                "to_uri": dlg.to_uri,
-                "caller_tag": dlg.caller.tag or "",
-                "caller_contact": dlg.caller.contact,
-                "callee_cseq": str(dlg.callee.cseq),
-                "caller_route_set": "",
-                "caller_bind_addr": sip.BIND_ADDR,
-            }
-        )
-        if dlg.caller.sdp is not None:
-            out["caller_sdp"] = dlg.caller.sdp
-        callee: dict[str, Any] = {
-            "callee_tag": dlg.callee.tag or "",
-            "callee_contact": dlg.callee.contact,
-            "caller_cseq": str(dlg.caller.cseq),
-            "callee_route_set": "",
-            "callee_bind_addr": sip.BIND_ADDR,
-        }
-        if dlg.callee.sdp is not None:
-            callee["callee_sdp"] = dlg.callee.sdp
-        # no callee leg until a reply with a To tag came back: a dialog
-        # rejected by the script's t_reply(404) lists none
-        # (3.4/c_click_to_dial_transfer_unknown_user.jsonl, dlg_list id 6)
-        out["CALLEES"] = [callee] if dlg.callee.tag is not None else []
-        if ctx:
-            out["context"] = {}
-        return out
-
     def _listed(self) -> list[Dialog]:
         """dlg_list order: by hash entry, then creation (3.4/i_dlg_list.jsonl
         lists C{203.*}, C{a89.*}, C{bca.*}: entries 0x302 < 0x98a < 0xacb)."""
         return sorted(self.dialogs.values(), key=lambda d: (d.h_entry, d.created_seq))
-
-    def _cmd_dlg_list(self, params: dict[str, Any], respond: Respond, ctx: bool = False) -> Any:
-        """
-        C{dlg_list} / C{dlg_list_ctx} (3.4/i_dlg_list.jsonl): all ->
-        C{{"Dialogs": [...]}}, C{callid} -> C{{"Dialog": {...}}} or 404 "No
-        such dialog", C{index}/C{counter} -> C{{"count": N, "Dialogs": [...]}}.
-        Deleted dialogs stay listed for a while.
-        """
-        callid = param_str(params, "callid")
-        if callid is not None:
-            from_tag = param_str(params, "from_tag")
-            for dlg in self._listed():
-                if dlg.callid == callid and (from_tag is None or dlg.caller.tag == from_tag):
-                    return {"Dialog": self._dialog_json(dlg, ctx)}
-            raise MIError(404, "No such dialog")
-        listed = self._listed()
-        if "index" in params:
-            index = param_int(params, "index") or 0
-            counter = param_int(params, "counter") or 0
-            return {
-                "count": len(listed),
-                "Dialogs": [self._dialog_json(d, ctx) for d in listed[index : index + counter]],
-            }
-        return {"Dialogs": [self._dialog_json(d, ctx) for d in listed]}
-
-    def _cmd_end_dlg(self, params: dict[str, Any], respond: Respond) -> Any:
-        """
-        C{dlg_end_dlg dialog_id=<Call-ID or ID> [extra_hdrs]}
-        (3.4/g_dlg_end_dlg.jsonl): "OK", then BYE both ways and E_DLG 4->5;
-        an early dialog is CANCELled (2->5); unknown/ended -> 404 "Requested
-        Dialog not found".
-        """
-        key = param_str(params, "dialog_id") or ""
-        dlg = self._find_dialog(key)
-        if dlg is None:
-            raise MIError(404, "Requested Dialog not found")
-        steps: list[tuple[float, Callable[[], None]]] = [(sip.END_REPLY_MS, lambda: respond.result("OK"))]
-        if dlg.invite_chain is not None and dlg.state < 3:
-            dlg.invite_chain.cancel()
-            dlg.invite_chain = None
-            steps.append((sip.END_EARLY_EVENT_MS, lambda: self._end_dialog(dlg)))
-            # a click-to-dial INVITE still waiting for its answer gets 487
-            waiting = self._uac.waiting_finals(dlg)
-            for on_final in waiting:
-                steps.append(
-                    (sip.END_EARLY_EVENT_MS, partial(on_final, Final(487, "487 Request Terminated")))
-                )
-            # not traced: a proxied INVITE (e.g. a transfer's new call) that
-            # is CANCELled ends with the callee's 487, which callops reports
-            # as E_CALL_TRANSFER fail (as for any final reply >= 300)
-            if not waiting and dlg.invite_final is not None:
-                steps.append(
-                    (sip.END_EARLY_EVENT_MS, partial(dlg.invite_final, Final(487, "487 Request Terminated")))
-                )
-            dlg.invite_final = None
-        else:
-            steps.append((sip.END_EVENT_MS, lambda: self._end_dialog(dlg)))
-        self._sched.chain(f"end_dlg {dlg.callid}", steps)
-        return ASYNC
 
 
 def add_default_phones(emulator: OpenSIPSEmulator) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from callapi.emulator import sip
+from callapi.emulator import timings
 from callapi.emulator.mi_table import ASYNC, Handler, MIError, Respond, invalid_params, param_str
 from callapi.emulator.sip import Dialog, Leg
 
@@ -113,8 +113,8 @@ class Hold:
                 if leg.hold:
                     new = frozenset() if mark_on_send else leg.hold - requested
                     targets.append((leg, frozenset(new)))
-        starts = sip.HOLD_START_MS if action == "hold" else sip.UNHOLD_START_MS
-        reply_ms = sip.HOLD_REPLY_MS if action == "hold" else sip.UNHOLD_REPLY_MS
+        starts = timings.HOLD_START_MS if action == "hold" else timings.UNHOLD_START_MS
+        reply_ms = timings.HOLD_REPLY_MS if action == "hold" else timings.UNHOLD_REPLY_MS
         steps: list[tuple[float, Callable[[], None]]] = []
         for index, (leg, new_state) in enumerate(targets):
             start_ms = starts[index]
@@ -144,10 +144,10 @@ class Hold:
         """How the leg answers the re-INVITE: (C{"ok"}/C{"fail"}, answer ms).
         Malformed C{headers}: 4.0/f_hold_per_leg.jsonl (no answer, tm timeout)."""
         if leg.is_local or leg.phone is None:
-            return "fail", sip.LOCAL_REINVITE_MS
+            return "fail", timings.LOCAL_REINVITE_MS
         if headers and not headers.endswith("\r\n"):
-            return "fail", sip.MALFORMED_REINVITE_MS
-        answer = leg.phone.timing["reinvite"] if action == "hold" else sip.UNHOLD_ANSWER_MS
+            return "fail", timings.MALFORMED_REINVITE_MS
+        answer = leg.phone.timing["reinvite"] if action == "hold" else timings.UNHOLD_ANSWER_MS
         if not leg.alive or not leg.phone.hold_ok:
             return "fail", answer
         return "ok", answer
@@ -183,7 +183,7 @@ class Hold:
         self._emu._sched.chain(
             f"retransmit {dlg.callid} {leg.role}",
             [
-                (sip.HOLD_START_MS[1] + offset, self._hold_event(dlg, leg.role, action, "ok"))
-                for offset in sip.RETRANSMIT_OK_MS
+                (timings.HOLD_START_MS[1] + offset, self._hold_event(dlg, leg.role, action, "ok"))
+                for offset in timings.RETRANSMIT_OK_MS
             ],
         )

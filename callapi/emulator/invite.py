@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import attr
 
-from callapi.emulator import sip
+from callapi.emulator import sip, timings
 from callapi.emulator.scheduler import Chain
 from callapi.emulator.sip import Dialog
 
@@ -62,7 +62,7 @@ class Invites:
         on_ringing: Callable[[], None] | None = None,
         answer_ms: float | None = None,
         on_ring_extra: Callable[[], None] | None = None,
-        unknown_ms: float = sip.UNKNOWN_USER_MS,
+        unknown_ms: float = timings.UNKNOWN_USER_MS,
     ) -> Chain:
         """
         The proxied INVITE of C{dlg} towards its callee's phone, from
@@ -111,7 +111,8 @@ class Invites:
         timing = phone.timing
         if phone.answer == "offline":
             ch.add(
-                start_ms + sip.OFFLINE_MS[emu.version], fail(Final(408, "408 Request Timeout", local=True))
+                start_ms + timings.OFFLINE_MS[emu.version],
+                fail(Final(408, "408 Request Timeout", local=True)),
             )
             return ch
         ring_at = start_ms + timing["ring"]
@@ -131,10 +132,10 @@ class Invites:
 
         ch.add(ring_at, ringing)
         if phone.answer == "busy":
-            ch.add(ring_at + sip.BUSY_MS, fail(Final(486, "486 Busy Here")))
+            ch.add(ring_at + timings.BUSY_MS, fail(Final(486, "486 Busy Here")))
         elif phone.answer == "noanswer":
             ch.add(
-                start_ms + sip.NOANSWER_MS[emu.version],
+                start_ms + timings.NOANSWER_MS[emu.version],
                 fail(Final(408, "408 Request Timeout", local=True, message=False)),
             )
         else:

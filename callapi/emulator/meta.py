@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from callapi.emulator import sip
+from callapi.emulator import timings
 from callapi.emulator.mi_table import CommandTable, Handler, MIError, Respond, param_int, param_str
 
 
@@ -79,7 +79,7 @@ class CoreCommands:
 
     def _cmd_version(self, params: dict[str, Any], respond: Respond) -> Any:
         """C{{"Server": "OpenSIPS (3.4.18 (x86_64/linux))"}} (which_and_meta)."""
-        return {"Server": sip.SERVER_HEADER[self._version]}
+        return {"Server": timings.SERVER_HEADER[self._version]}
 
     def _cmd_uptime(self, params: dict[str, Any], respond: Respond) -> Any:
         """

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from callapi.emulator import sip
+from callapi.emulator import sip, timings
 from callapi.emulator.invite import Final
 from callapi.emulator.mi_table import (
     ASYNC,
@@ -148,7 +148,7 @@ class _Transfer:
             # REFER refused (501, or an early dialog: not traced) or never
             # answered: nothing but "Accepted"
             # (3.4/d_blind_transfer_refer_rejected.jsonl)
-            self.chain.add(sip.TRANSFER_REPLY_MS, reply)
+            self.chain.add(timings.TRANSFER_REPLY_MS, reply)
             return
         mode = phone.refer
         if mode == "baresip" and not self.attended and emu._shv.notify_delay <= 0 and emu._dice.notify_race():
@@ -164,10 +164,10 @@ class _Transfer:
             # not linked) and 3.4/e_attended_transfer_baresip.jsonl (no
             # Replaces header): a new call, no E_CALL_TRANSFER at all
             if mode == "lost_race":
-                bye_ms, invite_ms = sip.LOST_RACE_BYE_MS, sip.LOST_RACE_INVITE_MS
+                bye_ms, invite_ms = timings.LOST_RACE_BYE_MS, timings.LOST_RACE_INVITE_MS
             else:
-                bye_ms, invite_ms = sip.NO_REPLACES_BYE_MS, sip.NO_REPLACES_INVITE_MS
-            self.chain.add(sip.TRANSFER_REPLY_MS, reply)
+                bye_ms, invite_ms = timings.NO_REPLACES_BYE_MS, timings.NO_REPLACES_INVITE_MS
+            self.chain.add(timings.TRANSFER_REPLY_MS, reply)
             if phone.hangs_up_after_transfer or mode == "lost_race":
                 self.chain.add(bye_ms, self._hangup_old)
             self.chain.add(invite_ms, lambda: self._new_call(linked=False))
@@ -175,21 +175,21 @@ class _Transfer:
         delay = emu._shv.notify_delay
         target_known = sip.user_of(self.destination) in emu._phones
         if mode == "baresip":
-            invite_ms = sip.BARESIP_INVITE_MS
+            invite_ms = timings.BARESIP_INVITE_MS
             if not target_known:
-                invite_ms = sip.UNKNOWN_TARGET_START_MS
+                invite_ms = timings.UNKNOWN_TARGET_START_MS
             if delay > 0:
-                self.chain.add(sip.BARESIP_NOTIFY_MS + delay, lambda: self._notify("100 Trying"))
+                self.chain.add(timings.BARESIP_NOTIFY_MS + delay, lambda: self._notify("100 Trying"))
             elif phone.hangs_up_after_transfer:
                 self.chain.add(
-                    sip.BARESIP_BYE_MS if target_known else sip.UNKNOWN_TARGET_START_MS + 0.7,
+                    timings.BARESIP_BYE_MS if target_known else timings.UNKNOWN_TARGET_START_MS + 0.7,
                     self._hangup_old,
                 )
         else:  # linphone
-            invite_ms = sip.LINPHONE_ATTENDED_INVITE_MS if self.attended else sip.LINPHONE_INVITE_MS
-            self.chain.add(invite_ms + sip.LINPHONE_NOTIFY_TRYING_MS, lambda: self._notify("100 Trying"))
+            invite_ms = timings.LINPHONE_ATTENDED_INVITE_MS if self.attended else timings.LINPHONE_INVITE_MS
+            self.chain.add(invite_ms + timings.LINPHONE_NOTIFY_TRYING_MS, lambda: self._notify("100 Trying"))
         if target_known:
-            self.chain.add(sip.TRANSFER_REPLY_MS, reply)
+            self.chain.add(timings.TRANSFER_REPLY_MS, reply)
         else:
             # 3.4/c_click_to_dial_transfer_unknown_user.jsonl: start and
             # fail precede "Accepted"
@@ -271,14 +271,14 @@ class _Transfer:
                 self._xfer(self.dlg, self.leg_name, "start", "")
                 self._xfer(self.dlg2, self.tleg_name, "start", "")
                 if target is not None and target.honours_replaces:
-                    answer_ms = sip.REPLACES_ANSWER_MS
+                    answer_ms = timings.REPLACES_ANSWER_MS
                     dlg2 = self.dlg2
 
                     def ring_extra() -> None:
                         # the target honours Replaces: BYE to the replaced call
                         emu._sched.chain(
                             f"replaces {dlg2.callid}",
-                            [(sip.REPLACES_BYE_MS, partial(emu._hangup_if_active, dlg2))],
+                            [(timings.REPLACES_BYE_MS, partial(emu._hangup_if_active, dlg2))],
                         )
             else:
                 # 3.4 and 4.0 blind transfers: C{leg} carries the new Call-ID
@@ -290,7 +290,7 @@ class _Transfer:
             on_final=(self._final if linked else (lambda f: None)),
             answer_ms=answer_ms,
             on_ring_extra=ring_extra,
-            unknown_ms=sip.TRANSFER_UNKNOWN_USER_MS,
+            unknown_ms=timings.TRANSFER_UNKNOWN_USER_MS,
         )
 
     def _final(self, final: Final) -> None:
@@ -322,10 +322,11 @@ class _Transfer:
         if phone.refer == "linphone":
             sipfrag = "200 Ok" if state == "ok" else final.status
             emu._sched.chain(
-                f"notify {self.dlg.callid}", [(sip.LINPHONE_NOTIFY_FINAL_MS, lambda: self._notify(sipfrag))]
+                f"notify {self.dlg.callid}",
+                [(timings.LINPHONE_NOTIFY_FINAL_MS, lambda: self._notify(sipfrag))],
             )
         elif emu._shv.notify_delay > 0:
             delay = emu._shv.notify_delay
             sipfrag = "200 OK" if state == "ok" else final.status
-            wait = (sip.BARESIP_NOTIFY_OK_MS if state == "ok" else 0.0) + delay
+            wait = (timings.BARESIP_NOTIFY_OK_MS if state == "ok" else 0.0) + delay
             emu._sched.chain(f"notify {self.dlg.callid}", [(wait, lambda: self._notify(sipfrag))])

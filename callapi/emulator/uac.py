@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attr
 
-from callapi.emulator import sip
+from callapi.emulator import sip, timings
 from callapi.emulator.invite import Final
 from callapi.emulator.mi_table import ASYNC, Handler, MIError, Respond, param_int, param_str
 from callapi.emulator.sip import Dialog, Phone
@@ -159,14 +159,14 @@ class UAC:
         lines = []
         if final.code < 300 and method == "INVITE":
             lines.append(f"Record-Route: <sip:127.0.0.1;lr;did={dlg.dialog_id}>")
-        lines.append(f"Via: SIP/2.0/UDP {sip.OPENSIPS_SIP};branch={emu._ids.branch()}")
+        lines.append(f"Via: SIP/2.0/UDP {timings.OPENSIPS_SIP};branch={emu._ids.branch()}")
         to_tag = dlg.callee.tag or ("bcaa-" + emu._ids.hex(32))
         lines.append(f"To: <{dlg.to_uri}>;tag={to_tag}")
         lines.append(f"From: <{dlg.from_uri}>;tag={dlg.caller.tag}")
         lines.append(f"CSeq: {cseq} {method}")
         lines.append(f"Call-ID: {dlg.callid}")
         if final.local:
-            lines.append(f"Server: {sip.SERVER_HEADER[emu.version]}")
+            lines.append(f"Server: {timings.SERVER_HEADER[emu.version]}")
         elif phone is not None and phone.ua == "baresip":
             lines.append("Server: baresip v1.0.0 (x86_64/linux)")
         body = ""
@@ -247,7 +247,7 @@ class UAC:
         pending = _PendingInvite(dlg, emu.clock.seconds(), on_final)
         self._pending[key] = pending
         emu._invites.route(
-            dlg, start_ms=0.0, ack_ms=sip.LOCAL_ACK_MS, on_final=on_final, on_ringing=on_ringing
+            dlg, start_ms=0.0, ack_ms=timings.LOCAL_ACK_MS, on_final=on_final, on_ringing=on_ringing
         )
 
     def _request(
@@ -289,7 +289,7 @@ class UAC:
         if phone is None:
             # nothing answers there: tm's fr_timeout, a local 408
             steps.append(
-                (sip.NO_ANSWER_NON_INVITE_MS, lambda: respond.result({"Status": "408 Request Timeout"}))
+                (timings.NO_ANSWER_NON_INVITE_MS, lambda: respond.result({"Status": "408 Request Timeout"}))
             )
             emu._sched.chain(f"uac {method} {callid}", steps)
             return
@@ -297,7 +297,7 @@ class UAC:
         has_call = leg is not None and leg.alive and dlg is not None
         if via_proxy and method == "BYE" and dlg is not None and dlg.active:
             d = dlg
-            steps.append((sip.PROXY_BYE_EVENT_MS, lambda: emu._end_dialog(d)))
+            steps.append((timings.PROXY_BYE_EVENT_MS, lambda: emu._end_dialog(d)))
         if has_call:
             status = "200 Ok" if phone.ua == "linphone" else "200 OK"
             if method == "BYE":
@@ -345,9 +345,9 @@ class UAC:
         emu._sched.chain(
             f"uac_cancel {callid}",
             [
-                (sip.UAC_CANCEL_EVENT_MS, lambda: emu._end_dialog(dlg)),
+                (timings.UAC_CANCEL_EVENT_MS, lambda: emu._end_dialog(dlg)),
                 (
-                    max(sip.UAC_CANCEL_EVENT_MS, sip.UAC_CANCEL_408_MS - elapsed_ms),
+                    max(timings.UAC_CANCEL_EVENT_MS, timings.UAC_CANCEL_408_MS - elapsed_ms),
                     lambda: pending.on_final(Final(408, "408 Request Timeout", local=True, message=False)),
                 ),
             ],
