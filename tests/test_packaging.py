@@ -12,6 +12,7 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.service import IServiceMaker, ServiceMaker
@@ -139,3 +140,16 @@ def test_twisted_plugins_is_not_a_package() -> None:
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
     assert "twisted.plugins" in setup["options"]["packages"].split()
+
+
+def test_callapi_writes_no_pid_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """C{callapi} runs twistd in the foreground with no pid file (two may run from one directory)."""
+    import twisted.scripts.twistd
+
+    seen: list[Any] = []
+    monkeypatch.setattr(twisted.scripts.twistd, "runApp", seen.append)
+    with pytest.raises(SystemExit) as exit_info:
+        daemon.main(["--demo"])
+    assert exit_info.value.code == 0
+    (config,) = seen
+    assert config["nodaemon"] and config["pidfile"] == "" and config.subCommand == "callapi"

@@ -1,8 +1,9 @@
 """
 The C{callapi} console script (and C{python -m callapi}): runs the daemon
 in the foreground, exactly as C{twistd --nodaemon callapi [options]} does
-(same options, same service tree from L{callapi.tap}, log to stdout, a
-C{twistd.pid} in the working directory), without the user having to know
+(same options, same service tree from L{callapi.tap}, log to stdout), but
+without a C{twistd.pid} file: a foreground program needs none, and two
+of them may run from one directory, without the user having to know
 that twistd's own options go before the plugin name and callapi's after.
 
 Synopsis::
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "callapi") -> NoReturn:
 
     config = server_options(prog)
     try:
-        config.parseOptions(["--nodaemon", PLUGIN, *args])
+        config.parseOptions(["--nodaemon", "--pidfile=", PLUGIN, *args])
     except usage.UsageError as e:
         raise SystemExit(f"{prog}: error: {e} (see {prog} --help)") from None
     runApp(config)
