@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from callapi.interfaces import IDialogOwner
 from callapi.opensips.dialog import DialogRecord, DialogState
 from callapi.scenarios import Settings
 from callapi.scenarios.call_start import CallStart
@@ -18,7 +19,9 @@ from tests.test_call_start import ACCEPTED, ALICE, BOB, Success, answered
 FIRST, NEW = Success.FIRST, Success.NEW
 
 
-def run(registry: FakeDialogRegistry, settings: Settings | None = None, **extra: Any) -> Any:
+def run(
+    registry: FakeDialogRegistry, settings: Settings | None = None, **extra: Any
+) -> ScenarioHarness[CallStart]:
     def use_the_traces_callid(command: CallStart) -> None:
         command.callid = FIRST
 
@@ -30,6 +33,13 @@ def run(registry: FakeDialogRegistry, settings: Settings | None = None, **extra:
         prepare=use_the_traces_callid,
         registry=registry,
     )
+
+
+def owner(registry: FakeDialogRegistry, callid: str) -> IDialogOwner:
+    """The command that claimed C{callid} (there must be one)."""
+    found = registry.owner(callid)
+    assert found is not None
+    return found
 
 
 def test_claims_its_first_call() -> None:
@@ -45,7 +55,7 @@ def test_call_end_while_ringing_ends_with_487_at_once() -> None:
     env = run(registry)
     registry.add(FIRST, DialogState.EARLY, dialog_id="316.43cfb051")
     env.play(Success.F_1_2)
-    registry.owner(FIRST).call_ended_by_api(FIRST, "e1")  # what CallEnd does
+    owner(registry, FIRST).call_ended_by_api(FIRST, "e1")  # what CallEnd does
     assert env.requests()[1] == ("t_uac_cancel", {"callid": FIRST, "cseq": "1"})
     env.play(MIReply("t_uac_cancel", "OK"), Success.FIRST_DIALOG.changed(2, 5))
     text = (
@@ -60,7 +70,7 @@ def test_answer_crossing_call_end_is_hung_up_never_transferred() -> None:
     registry = FakeDialogRegistry()
     env = run(registry)
     registry.add(FIRST, DialogState.EARLY, dialog_id="316.43cfb051")
-    registry.owner(FIRST).call_ended_by_api(FIRST, "e1")
+    owner(registry, FIRST).call_ended_by_api(FIRST, "e1")
     env.play(MIReply("t_uac_cancel", "OK"), Success.F_3_4)
     # confirmed after the cancel: hung up through the cleanup (resolved ID)
     assert env.requests()[-1] == ("dlg_end_dlg", {"dialog_id": "316.43cfb051"})
@@ -78,7 +88,7 @@ def test_call_end_of_the_new_call_while_transferring() -> None:
     env.play(Success.F_3_4, Success.ANSWER, ACCEPTED, Success.START)
     assert registry.owner(NEW) is env.command
     registry.add(NEW, DialogState.EARLY, dialog_id="2b6.c4a41ee3")
-    registry.owner(NEW).call_ended_by_api(NEW, "e1")
+    owner(registry, NEW).call_ended_by_api(NEW, "e1")
     assert [r for r in env.requests() if r[0] == "dlg_end_dlg"] == [
         ("dlg_end_dlg", {"dialog_id": "316.43cfb051"}),
         ("dlg_end_dlg", {"dialog_id": "2b6.c4a41ee3"}),

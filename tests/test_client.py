@@ -8,14 +8,16 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.python.failure import Failure
 
 from callapi.cli.client import (
     EXIT_COMMAND_FAILED,
@@ -412,7 +414,8 @@ class ScriptedServerProtocol(WebSocketServerProtocol):
             if action is CLOSE:
                 self.sendClose(1000, "bye")
             elif action is DROP:
-                self.transport.abortConnection()
+                assert self.transport is not None
+                cast(ITCPTransport, self.transport).abortConnection()  # a TCP connection
             elif isinstance(action, bytes):
                 self.sendMessage(action, isBinary=False)
             else:
@@ -421,13 +424,14 @@ class ScriptedServerProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.closes.append((wasClean, code))
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.gone.callback(None)
 
 
 class ScriptedServerFactory(WebSocketServerFactory):
-    protocol = ScriptedServerProtocol
+    # Autobahn's factory is a plain Factory (of any protocol), not a Factory of this one
+    protocol = ScriptedServerProtocol  # type: ignore[assignment]
 
     def __init__(self, reactor: Any, script: Script, deny: bool = False) -> None:
         super().__init__("ws://127.0.0.1/call-api", reactor=reactor)
@@ -576,7 +580,7 @@ async def test_e2e_timeout_during_handshake(reactor: Any, capsys: pytest.Capture
     gone: Deferred[None] = Deferred()
 
     class Mute(Protocol):
-        def connectionLost(self, reason: Any) -> None:
+        def connectionLost(self, reason: Failure = connectionDone) -> None:
             gone.callback(None)
 
     port = reactor.listenTCP(0, ServerFactory.forProtocol(Mute), interface="127.0.0.1")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from twisted.application.service import IService
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 
 from callapi import config
 from callapi.opensips.service import OpenSIPSService
@@ -324,7 +324,7 @@ def walk(service: Any, depth: int = 0) -> list[tuple[int, Any]]:
 
 
 def test_service_tree() -> None:
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()  # the commands' clock (IReactorTime) too
     options = parse(
         "--mi",
         "udp:127.0.0.1:8088",

@@ -6,10 +6,11 @@ with one log line.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 
 from callapi.opensips.dialog import (
     DialogState,
@@ -27,16 +28,18 @@ from callapi.testing.evi import call_transfer, dialog_state_changed
 
 
 @pytest.fixture
-def warnings() -> Any:
+def warnings() -> Iterator[list[dict[str, Any]]]:
     seen: list[dict[str, Any]] = []
 
     def observe(event: dict[str, Any]) -> None:
         if event.get("log_level") == LogLevel.warn:
             seen.append(event)
 
-    globalLogPublisher.addObserver(observe)
+    # a plain function is an ILogObserver, but mypy cannot see that
+    observer = cast(ILogObserver, observe)
+    globalLogPublisher.addObserver(observer)
     yield seen
-    globalLogPublisher.removeObserver(observe)
+    globalLogPublisher.removeObserver(observer)
 
 
 def test_dialog_state_changed_from_the_trace() -> None:
@@ -46,8 +49,8 @@ def test_dialog_state_changed_from_the_trace() -> None:
     )
     _, params = dialog_state_changed("c0d.7759ce61", "14345575372151", "new", "54d2", None, 1, 5)
     event = parse_dialog_state_changed(params)
-    assert event is not None and event.new_state is DialogState.DELETED
-    assert event.new_state == 5 and event.old_state == DialogState.UNCONFIRMED
+    assert event is not None and event.new_state == 5  # an IntEnum: equal to its number
+    assert event.new_state is DialogState.DELETED and event.old_state == DialogState.UNCONFIRMED
 
 
 @pytest.mark.parametrize(

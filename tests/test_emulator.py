@@ -17,7 +17,7 @@ import sys
 import tempfile
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
@@ -255,14 +255,15 @@ def test_invalid_requests_34(h: Harness, data: bytes) -> None:
 def test_40_request_without_method_gets_no_reply(h40: Harness, data: bytes) -> None:
     """4.0.1 crashes here (4.0/h_mi_crash): the emulator logs loudly, drops it
     and keeps serving."""
-    from twisted.logger import globalLogPublisher
+    from twisted.logger import ILogObserver, globalLogPublisher
 
     logged: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(logged.append)
+    observer = cast(ILogObserver, logged.append)  # a callable is an ILogObserver; mypy cannot see it
+    globalLogPublisher.addObserver(observer)
     try:
         assert h40.raw(data) == []
     finally:
-        globalLogPublisher.removeObserver(logged.append)
+        globalLogPublisher.removeObserver(observer)
     assert any("CRASHES" in e.get("log_format", "") for e in logged)
     assert h40.result("version") == {"Server": "OpenSIPS (4.0.1 (x86_64/linux))"}
 
@@ -540,6 +541,7 @@ def test_event_datagram_format(h: Harness) -> None:
     h.pump(0.1)
     data = h.sent[0][1]
     dlg = h.emu.dialogs[callid]
+    assert dlg.caller.tag is not None and dlg.callee.tag is not None
     assert data == (
         b'{"jsonrpc":"2.0","method":"E_DLG_STATE_CHANGED","params":{"id":"'
         + dlg.dialog_id.encode()
@@ -1443,6 +1445,7 @@ async def test_start_emulator_udp(reactor: Any) -> None:
     listener = _Collector()
     cport = reactor.listenUDP(0, client, interface="127.0.0.1", maxPacketSize=65535)
     lport = reactor.listenUDP(0, listener, interface="127.0.0.1")
+    assert client.transport is not None
     try:
         host, port = running.mi_address
         assert host == "127.0.0.1" and port > 0

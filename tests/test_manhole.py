@@ -12,7 +12,7 @@ import stat
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
@@ -27,11 +27,12 @@ from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.session import packRequest_pty_req, packRequest_window_change
 from twisted.conch.ssh.transport import SSHClientTransport
 from twisted.conch.ssh.userauth import SSHUserAuthClient
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionClosed, ProcessTerminated
-from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import globalLogPublisher
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
@@ -39,6 +40,7 @@ from twisted.python.filepath import FilePath
 from callapi import manhole
 from callapi.manhole import (
     HOST_KEY_NAME,
+    ManholeService,
     check_manhole_options,
     load_host_key,
     makeManholeService,
@@ -310,6 +312,7 @@ class ShellChannel(SSHChannel):
         self.opened.errback(reason)
 
     def channelOpen(self, specificData: bytes) -> None:
+        assert self.conn is not None
         pty = self.conn.sendRequest(
             self, b"pty-req", packRequest_pty_req(b"xterm", (24, 80, 0, 0), b""), wantReply=True
         )
@@ -388,7 +391,7 @@ class ClientTransport(SSHClientTransport):
         self.auth = KeyAuth(b"tester", ShellConnection(self.opened), self.user_key)
         self.requestService(self.auth)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         super().connectionLost(reason)
         if not self.opened.called:
             self.opened.errback(reason)
@@ -403,6 +406,20 @@ async def connect(reactor: Any, port: int, host_key: Key, user_key: Key) -> Clie
     return client
 
 
+async def listening_port(service: ManholeService) -> int:
+    """The TCP port of the started C{service} (listening on 127.0.0.1)."""
+    address = (await service.when_listening()).getHost()
+    assert isinstance(address, IPv4Address)
+    return address.port
+
+
+def log_events() -> tuple[list[dict[str, Any]], ILogObserver]:
+    """A list and the log observer that appends every event to it."""
+    events: list[dict[str, Any]] = []
+    # any callable taking the event is an ILogObserver; mypy cannot see that
+    return events, cast(ILogObserver, events.append)
+
+
 def reactor_state(reactor: Any) -> tuple[set[Any], set[Any], set[Any]]:
     return set(reactor.getReaders()), set(reactor.getWriters()), set(reactor.getDelayedCalls())
 
@@ -412,12 +429,12 @@ async def test_ssh_login_reads_running_commands(
     reactor: Any, user_key: tuple[Key, Path], tmp_path: Path
 ) -> None:
     before = reactor_state(reactor)
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+    events, observer = log_events()
+    globalLogPublisher.addObserver(observer)
     service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"), fake_root(), reactor)
     try:
         service.startService()
-        port = (await service.when_listening()).getHost().port
+        port = await listening_port(service)
         client = await connect(reactor, port, load_host_key(str(tmp_path / "hostkey")), user_key[0])
         channel = await client.opened.addTimeout(TIMEOUT, reactor)
         assert client.auth is not None and client.auth.authenticated
@@ -428,6 +445,7 @@ async def test_ssh_login_reads_running_commands(
             TIMEOUT, reactor
         )
         assert b"(1, 'c-1'): CallHold" in text
+        assert channel.conn is not None
         channel.conn.sendRequest(channel, b"window-change", packRequest_window_change((30, 100, 0, 0)))
         mark = len(channel.received)
         channel.write(b"mi.pending, hub.stats['received'], sorted(services)\r")
@@ -438,7 +456,7 @@ async def test_ssh_login_reads_running_commands(
         await service.stopService()
         await client.lost.addTimeout(TIMEOUT, reactor)
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observer)
         if service.running:
             await service.stopService()
     formats = [e.get("log_format", "") for e in events]
@@ -451,13 +469,13 @@ async def test_ssh_login_reads_running_commands(
 @pytest_twisted.ensureDeferred
 async def test_wrong_key_rejected(reactor: Any, user_key: tuple[Key, Path], tmp_path: Path) -> None:
     before = reactor_state(reactor)
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+    events, observer = log_events()
+    globalLogPublisher.addObserver(observer)
     intruder, _ = write_key_pair(tmp_path, "intruder")
     service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"), fake_root(), reactor)
     try:
         service.startService()
-        port = (await service.when_listening()).getHost().port
+        port = await listening_port(service)
         client = await connect(reactor, port, service.host_key, intruder)
         with pytest.raises(ConnectionClosed):
             await client.opened.addTimeout(TIMEOUT, reactor)
@@ -465,7 +483,7 @@ async def test_wrong_key_rejected(reactor: Any, user_key: tuple[Key, Path], tmp_
         assert client.auth is not None and client.auth._offered
         assert not client.auth.authenticated
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observer)
         await service.stopService()
     refused = [e for e in events if e.get("log_format", "").startswith("manhole login refused")]
     assert refused and refused[0]["user"] == "tester"
@@ -477,10 +495,12 @@ class CommandOutput(Protocol):
     the SSH connection under it is completely gone."""
 
     def __init__(self) -> None:
-        self.ended: Deferred[BaseException] = Deferred()
+        self.ended: Deferred[BaseException | None] = Deferred()
         self.ssh_lost: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
+        # conch's private _CommandTransport: its SSH connection and transport
         ssh = self.transport.conn.transport  # type: ignore[attr-defined]
         lost = ssh.connectionLost
 
@@ -490,7 +510,7 @@ class CommandOutput(Protocol):
 
         ssh.connectionLost = connection_lost
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.ended.callback(reason.value)
 
 
@@ -501,9 +521,11 @@ async def test_exec_request_refused(reactor: Any, user_key: tuple[Key, Path], tm
     service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"), fake_root(), reactor)
     try:
         service.startService()
-        port = (await service.when_listening()).getHost().port
-        known = KnownHostsFile(FilePath(str(tmp_path / "known_hosts")))
+        port = await listening_port(service)
+        known_hosts = str(tmp_path / "known_hosts")
+        known = KnownHostsFile(FilePath(known_hosts))
         known.addHostKey(b"127.0.0.1", service.host_key.public())
+        known.save()
         endpoint = SSHCommandClientEndpoint.newConnection(
             reactor,
             b"commands()",
@@ -511,7 +533,7 @@ async def test_exec_request_refused(reactor: Any, user_key: tuple[Key, Path], tm
             b"127.0.0.1",
             port,
             keys=[user_key[0]],
-            knownHosts=known,
+            knownHosts=known_hosts,
             agentEndpoint=None,
         )
         output = await endpoint.connect(Factory.forProtocol(CommandOutput)).addTimeout(TIMEOUT, reactor)
@@ -531,9 +553,11 @@ async def test_wrong_key_rejected_by_command_endpoint(
     service = makeManholeService(options(user_key[1], key_dir=tmp_path / "hostkey"), fake_root(), reactor)
     try:
         service.startService()
-        port = (await service.when_listening()).getHost().port
-        known = KnownHostsFile(FilePath(str(tmp_path / "known_hosts")))
+        port = await listening_port(service)
+        known_hosts = str(tmp_path / "known_hosts")
+        known = KnownHostsFile(FilePath(known_hosts))
         known.addHostKey(b"127.0.0.1", service.host_key.public())
+        known.save()
         endpoint = SSHCommandClientEndpoint.newConnection(
             reactor,
             b"commands()",
@@ -541,7 +565,7 @@ async def test_wrong_key_rejected_by_command_endpoint(
             b"127.0.0.1",
             port,
             keys=[intruder],
-            knownHosts=known,
+            knownHosts=known_hosts,
             agentEndpoint=None,
         )
         with pytest.raises(AuthenticationFailed):
