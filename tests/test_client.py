@@ -430,11 +430,9 @@ class ScriptedServerProtocol(WebSocketServerProtocol):
 
 
 class ScriptedServerFactory(WebSocketServerFactory):
-    # Autobahn's factory is a plain Factory (of any protocol), not a Factory of this one
-    protocol = ScriptedServerProtocol  # type: ignore[assignment]
-
     def __init__(self, reactor: Any, script: Script, deny: bool = False) -> None:
         super().__init__("ws://127.0.0.1/call-api", reactor=reactor)
+        self.protocol = ScriptedServerProtocol
         self.script = script
         self.deny = deny
         self.requests: list[dict[str, Any]] = []

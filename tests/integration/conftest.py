@@ -16,11 +16,10 @@ whose docstring lists every environment variable).
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
-import pluggy
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
@@ -281,14 +280,14 @@ class Daemon:
 
     # -- OpenSIPS' own view (MI dlg_list) ---------------------------------
 
-    async def dialog_states(self) -> dict[str, list[Any]]:
+    async def dialog_states(self) -> dict[str, list[int]]:
         """
         Call-ID -> the states of its dialogs, as OpenSIPS' C{dlg_list}
         shows them (3.4 and 4.0: C{{"Dialogs": [...]}}).
         """
         result = await self.mi.call("dlg_list")
         dialogs = result.get("Dialogs") if isinstance(result, dict) else None
-        states: dict[str, list[Any]] = {}  # numbers, unless OpenSIPS sends junk
+        states: dict[str, list[int]] = {}
         for dialog in dialogs or []:
             if isinstance(dialog, dict) and isinstance(dialog.get("callid"), str):
                 states.setdefault(dialog["callid"], []).append(dialog.get("state"))
@@ -411,9 +410,7 @@ class Daemon:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(
-    item: Any, call: Any
-) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
     """Remember whether the test body failed (the dialog check then only cleans up)."""
     outcome = yield
     report = outcome.get_result()
