@@ -213,11 +213,17 @@ class Daemon:
         self._saved_notify_delay: Any = None
 
     @classmethod
-    async def start(cls, reactor: Any, setup: OpenSIPSSetup) -> Daemon:
+    async def start(
+        cls, reactor: Any, setup: OpenSIPSSetup, extra: list[str] | None = None, mi: str | None = None
+    ) -> Daemon:
+        """
+        Start a daemon against C{setup}'s OpenSIPS (or C{mi}, e.g. a relay),
+        with the options C{extra} appended to its command line.
+        """
         from callapi.tap import Options, makeService
         from callapi.testing.wsclient import connect
 
-        argv = ["--listen", "tcp:0:interface=127.0.0.1", "--mi", setup.mi]
+        argv = ["--listen", "tcp:0:interface=127.0.0.1", "--mi", mi or setup.mi, *(extra or [])]
         if setup.events:
             argv += ["--events", setup.events]
         if setup.sip_uri:
@@ -436,3 +442,32 @@ def daemon(opensips_setup: OpenSIPSSetup, request: Any) -> Iterator[Daemon]:
         pytest_twisted.blockon(Deferred.fromCoroutine(started.stop()))
     assert started.runner.running == {}, started.runner.running
     assert started.opensips.hub.registrations == 0
+
+
+@pytest.fixture
+def daemon_factory(opensips_setup: OpenSIPSSetup, request: Any) -> Iterator[Any]:
+    """
+    C{await daemon_factory(extra=[...], mi=...)} starts a daemon like
+    L{daemon} with extra options (or another C{--mi}); each is checked and
+    stopped after the test as L{daemon} is.
+    """
+    from twisted.internet import reactor
+
+    started: list[Daemon] = []
+
+    async def make(extra: list[str] | None = None, mi: str | None = None) -> Daemon:
+        d = await Daemon.start(reactor, opensips_setup, extra, mi)
+        started.append(d)
+        return d
+
+    try:
+        yield make
+        failed = getattr(request.node, "callapi_test_failed", True)
+        for d in started:
+            pytest_twisted.blockon(Deferred.fromCoroutine(d.check_dialogs(fail=not failed)))
+    finally:
+        for d in started:
+            pytest_twisted.blockon(Deferred.fromCoroutine(d.stop()))
+    for d in started:
+        assert d.runner.running == {}, d.runner.running
+        assert d.opensips.hub.registrations == 0
