@@ -286,15 +286,31 @@ class Daemon:
 
     # -- OpenSIPS' own view (MI dlg_list) ---------------------------------
 
+    async def all_dialogs(self, page: int = 10) -> list[dict[str, Any]]:
+        """
+        Every dialog of OpenSIPS' C{dlg_list}, paged with C{index}/C{counter}
+        (3.4/i_dlg_list): after a few dozen calls the whole list, ended
+        dialogs lingering included, no longer fits one datagram and the real
+        OpenSIPS answers it with a plain-text C{500 Internal error}.
+        """
+        dialogs: list[dict[str, Any]] = []
+        index = 0
+        while True:
+            result = await self.mi.call("dlg_list", {"index": index, "counter": page})
+            entries = result.get("Dialogs") if isinstance(result, dict) else None
+            count = result.get("count") if isinstance(result, dict) else None
+            dialogs += [d for d in entries or [] if isinstance(d, dict)]
+            index += len(entries or [])
+            if not entries or not isinstance(count, int) or index >= count:
+                return dialogs
+
     async def dialog_states(self) -> dict[str, list[int]]:
         """
         Call-ID -> the states of its dialogs, as OpenSIPS' C{dlg_list}
         shows them (3.4 and 4.0: C{{"Dialogs": [...]}}).
         """
-        result = await self.mi.call("dlg_list")
-        dialogs = result.get("Dialogs") if isinstance(result, dict) else None
         states: dict[str, list[int]] = {}
-        for dialog in dialogs or []:
+        for dialog in await self.all_dialogs():
             if isinstance(dialog, dict) and isinstance(dialog.get("callid"), str):
                 states.setdefault(dialog["callid"], []).append(dialog.get("state"))
         return states

@@ -64,9 +64,7 @@ def _bare(uri: Any) -> str:
 
 async def live_dialogs(daemon: Any) -> list[dict[str, Any]]:
     """Every dialog OpenSIPS lists in a state below 5."""
-    result = await daemon.mi.call("dlg_list")
-    dialogs = result.get("Dialogs") if isinstance(result, dict) else None
-    return [d for d in dialogs or [] if isinstance(d.get("state"), int) and d["state"] < 5]
+    return [d for d in await daemon.all_dialogs() if isinstance(d.get("state"), int) and d["state"] < 5]
 
 
 async def live_between(daemon: Any, uris: set[str]) -> list[tuple[str, int, str, str]]:
@@ -78,9 +76,14 @@ async def live_between(daemon: Any, uris: set[str]) -> list[tuple[str, int, str,
     ]
 
 
-async def assert_nothing_live(daemon: Any) -> None:
+async def assert_nothing_live(daemon: Any, before: set[str]) -> None:
+    """No live dialog but those of C{before} (Call-IDs live when the test began)."""
+
+    async def new_live() -> list[dict[str, Any]]:
+        return [d for d in await live_dialogs(daemon) if d["callid"] not in before]
+
     waited = 0.0
-    while (live := await live_dialogs(daemon)) and waited < daemon.setup.dialog_wait:
+    while (live := await new_live()) and waited < daemon.setup.dialog_wait:
         await sleep(daemon.reactor, 0.2)
         waited += 0.2
     assert live == [], [(d["callid"], d["state"]) for d in live]
@@ -144,6 +147,7 @@ async def truthful_call_start(daemon: Any, outcomes: dict[str, int], run: str) -
 async def test_notify_race_without_delay(daemon: Any) -> None:
     """N CallStarts with a baresip caller and no NOTIFY delay: every outcome true."""
     runs = _count("CALLAPI_TEST_RACE_RUNS", 30)
+    before = {d["callid"] for d in await live_dialogs(daemon)}
     knob = NotifyDelay(daemon)
     await knob.set(0)
     emulator = daemon.setup.emulator
@@ -163,7 +167,7 @@ async def test_notify_race_without_delay(daemon: Any) -> None:
         if saved_faults is not None:
             emulator.emulator.faults = saved_faults
         print(f"\nNOTIFY race: {runs} CallStarts in {time.monotonic() - started:.0f} s: {outcomes}")
-    await assert_nothing_live(daemon)
+    await assert_nothing_live(daemon, before)
 
 
 @pytest_twisted.ensureDeferred
@@ -370,6 +374,7 @@ async def test_mi_loss_through_lossy_relay(
     outcomes: dict[str, int] = {}
     try:
         daemon = await daemon_factory(mi=relay.address)
+        before = {d["callid"] for d in await live_dialogs(daemon)}
         caller, callee = opensips_setup.phone("CALLER"), opensips_setup.phone("CALLEE")
         for i in range(runs):
             relay.loss = loss
@@ -404,7 +409,7 @@ async def test_mi_loss_through_lossy_relay(
                     assert live == {}, f"{run}: CallEnd said {text!r} while OpenSIPS holds {live}"
                 await daemon.command("CallEnd", {"callid": new})
                 await daemon.wait_gone(new)
-        await assert_nothing_live(daemon)
+        await assert_nothing_live(daemon, before)
     finally:
         relay.loss = 0.0
         globalLogPublisher.removeObserver(observe)
