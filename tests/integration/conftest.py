@@ -213,11 +213,17 @@ class Daemon:
         self._saved_notify_delay: Any = None
 
     @classmethod
-    async def start(cls, reactor: Any, setup: OpenSIPSSetup) -> Daemon:
+    async def start(
+        cls, reactor: Any, setup: OpenSIPSSetup, extra: list[str] | None = None, mi: str | None = None
+    ) -> Daemon:
+        """
+        Start a daemon against C{setup}'s OpenSIPS (or C{mi}, e.g. a relay),
+        with the options C{extra} appended to its command line.
+        """
         from callapi.tap import Options, makeService
         from callapi.testing.wsclient import connect
 
-        argv = ["--listen", "tcp:0:interface=127.0.0.1", "--mi", setup.mi]
+        argv = ["--listen", "tcp:0:interface=127.0.0.1", "--mi", mi or setup.mi, *(extra or [])]
         if setup.events:
             argv += ["--events", setup.events]
         if setup.sip_uri:
@@ -280,15 +286,31 @@ class Daemon:
 
     # -- OpenSIPS' own view (MI dlg_list) ---------------------------------
 
+    async def all_dialogs(self, page: int = 10) -> list[dict[str, Any]]:
+        """
+        Every dialog of OpenSIPS' C{dlg_list}, paged with C{index}/C{counter}
+        (3.4/i_dlg_list): after a few dozen calls the whole list, ended
+        dialogs lingering included, no longer fits one datagram and the real
+        OpenSIPS answers it with a plain-text C{500 Internal error}.
+        """
+        dialogs: list[dict[str, Any]] = []
+        index = 0
+        while True:
+            result = await self.mi.call("dlg_list", {"index": index, "counter": page})
+            entries = result.get("Dialogs") if isinstance(result, dict) else None
+            count = result.get("count") if isinstance(result, dict) else None
+            dialogs += [d for d in entries or [] if isinstance(d, dict)]
+            index += len(entries or [])
+            if not entries or not isinstance(count, int) or index >= count:
+                return dialogs
+
     async def dialog_states(self) -> dict[str, list[int]]:
         """
         Call-ID -> the states of its dialogs, as OpenSIPS' C{dlg_list}
         shows them (3.4 and 4.0: C{{"Dialogs": [...]}}).
         """
-        result = await self.mi.call("dlg_list")
-        dialogs = result.get("Dialogs") if isinstance(result, dict) else None
         states: dict[str, list[int]] = {}
-        for dialog in dialogs or []:
+        for dialog in await self.all_dialogs():
             if isinstance(dialog, dict) and isinstance(dialog.get("callid"), str):
                 states.setdefault(dialog["callid"], []).append(dialog.get("state"))
         return states
@@ -436,3 +458,32 @@ def daemon(opensips_setup: OpenSIPSSetup, request: Any) -> Iterator[Daemon]:
         pytest_twisted.blockon(Deferred.fromCoroutine(started.stop()))
     assert started.runner.running == {}, started.runner.running
     assert started.opensips.hub.registrations == 0
+
+
+@pytest.fixture
+def daemon_factory(opensips_setup: OpenSIPSSetup, request: Any) -> Iterator[Any]:
+    """
+    C{await daemon_factory(extra=[...], mi=...)} starts a daemon like
+    L{daemon} with extra options (or another C{--mi}); each is checked and
+    stopped after the test as L{daemon} is.
+    """
+    from twisted.internet import reactor
+
+    started: list[Daemon] = []
+
+    async def make(extra: list[str] | None = None, mi: str | None = None) -> Daemon:
+        d = await Daemon.start(reactor, opensips_setup, extra, mi)
+        started.append(d)
+        return d
+
+    try:
+        yield make
+        failed = getattr(request.node, "callapi_test_failed", True)
+        for d in started:
+            pytest_twisted.blockon(Deferred.fromCoroutine(d.check_dialogs(fail=not failed)))
+    finally:
+        for d in started:
+            pytest_twisted.blockon(Deferred.fromCoroutine(d.stop()))
+    for d in started:
+        assert d.runner.running == {}, d.runner.running
+        assert d.opensips.hub.registrations == 0
