@@ -309,7 +309,7 @@ class Daemon:
         Call-ID -> the states of its dialogs, as OpenSIPS' C{dlg_list}
         shows them (3.4 and 4.0: C{{"Dialogs": [...]}}).
         """
-        states: dict[str, list[int]] = {}
+        states: dict[str, list[Any]] = {}
         for dialog in await self.all_dialogs():
             if isinstance(dialog, dict) and isinstance(dialog.get("callid"), str):
                 states.setdefault(dialog["callid"], []).append(dialog.get("state"))
@@ -432,9 +432,9 @@ class Daemon:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[Any]:
     """Remember whether the test body failed (the dialog check then only cleans up)."""
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     if report.when == "call":
         item.callapi_test_failed = report.failed

@@ -25,13 +25,13 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import succeed
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 
 from tests.integration.conftest import sleep, within
 from tests.integration.test_real_opensips import CALL_START, error_of, one, without_pending
@@ -67,7 +67,7 @@ async def live_dialogs(daemon: Any) -> list[dict[str, Any]]:
     return [d for d in await daemon.all_dialogs() if isinstance(d.get("state"), int) and d["state"] < 5]
 
 
-async def live_between(daemon: Any, uris: set[str]) -> list[tuple[str, int, str, str]]:
+async def live_between(daemon: Any, uris: set[str]) -> list[tuple[str, int, str | None, str | None]]:
     """Live dialogs whose From and To are both among C{uris}."""
     return [
         (d["callid"], d["state"], d.get("from_uri"), d.get("to_uri"))
@@ -333,6 +333,7 @@ class LossyRelay(DatagramProtocol):
         return lost
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        assert self.transport is not None
         if addr == self.upstream:
             if self.client is not None and not self._lost("to_callapi"):
                 self.transport.write(datagram, self.client)
@@ -345,8 +346,9 @@ class LossyRelay(DatagramProtocol):
 @pytest.fixture
 def lossy_relay(opensips_setup: Any) -> Any:
     """A L{LossyRelay} to the suite's MI, losing nothing yet; closed after the daemons."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
+    reactor: Any = global_reactor
     host, _, port = opensips_setup.mi.removeprefix("udp:").rpartition(":")
     relay = LossyRelay((host, int(port)), 0.0, _count("CALLAPI_TEST_LOSS_SEED", 7))
     listening = reactor.listenUDP(0, relay, interface="127.0.0.1")
@@ -369,7 +371,7 @@ async def test_mi_loss_through_lossy_relay(
         if "re-sending" in str(event.get("log_format", "")):
             retried.append(event)
 
-    globalLogPublisher.addObserver(observe)
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
     runs = _count("CALLAPI_TEST_LOSSY_RUNS", 6)
     outcomes: dict[str, int] = {}
     try:
@@ -412,7 +414,7 @@ async def test_mi_loss_through_lossy_relay(
         await assert_nothing_live(daemon, before)
     finally:
         relay.loss = 0.0
-        globalLogPublisher.removeObserver(observe)
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
         print(
             f"\nlossy relay {loss:g} %: {runs} runs {outcomes}; dropped {relay.dropped}, "
             f"passed {relay.passed}; MI re-sends logged: {len(retried)}"

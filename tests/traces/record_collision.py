@@ -72,7 +72,7 @@ class Recorder:
         self.next_id += 1
         self.log("mi-request", req)
         self.sock.sendto(json.dumps(req).encode(), self.mi)
-        reply = self.pump(timeout, req["id"])
+        reply = self.pump(timeout, self.next_id - 1)
         if reply is None:
             raise SystemExit(f"no reply to {method}")
         return reply
