@@ -417,3 +417,206 @@ async def test_mixed_commands_with_lost_datagrams_and_events(
         await until(reactor, lambda: daemon.emu.live_dialogs() == [], timeout=5)
     finally:
         await stop(daemon)
+
+
+# 2. an OpenSIPS restart
+
+ALICE, BOB = "sip:alice@127.0.0.1", "sip:bob@127.0.0.1"
+EVENTS = {"E_CALL_TRANSFER", "E_CALL_HOLD", "E_DLG_STATE_CHANGED"}
+
+
+def subscribed_events(daemon: DaemonHarness) -> set[str]:
+    socket = daemon.opensips.event_socket
+    return {event for (event, s) in daemon.emu.subscribers if s == socket}
+
+
+async def works(daemon: DaemonHarness, client: JSONRPCClientProtocol) -> None:
+    """
+    A click-to-dial and a hold of its new call succeed (both need MI and
+    the events); the call is ended.
+    """
+    start = await client.command("CallStart", {"caller": ALICE, "callee": BOB})
+    assert start.events[-2:] == ["CalleeAnswered", "Ended"], start.notifications
+    new = start.data("CalleeAnswered")[0]["callid"]
+    hold = await client.command("CallHold", {"callid": new})
+    assert hold.events[-2:] == ["CallHoldSuccessful", "Ended"], hold.notifications
+    end = await client.command("CallEnd", {"callid": new})
+    assert end.events == ["Ended"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_fail_fast_while_down_then_work_again(reactor: Any) -> None:
+    """
+    While OpenSIPS is down (noticed by the probe: a short probe interval
+    here), commands are refused at once with -32010; Echo still works.
+    """
+    daemon = await start_daemon(
+        reactor, "--probe-interval", "0.2", "--probe-interval-down", "0.2", "--probe-timeout", "0.2"
+    )
+    try:
+        client = await daemon.client()
+        await works(daemon, client)
+        status = daemon.opensips.status
+        daemon.emu.restart(downtime=2.0)
+        await until(reactor, lambda: not status.reachable, timeout=2.0)
+        began = reactor.seconds()
+        refused = await client.command("CallHold", {"callid": "any-call@x"})
+        start = await client.command("CallStart", {"caller": ALICE, "callee": BOB})
+        echo = await client.command("Echo", {"x": 1})
+        # answered at once (no MI round trip): well under one MI timeout
+        assert reactor.seconds() - began < 1.0
+        for result in (refused, start):
+            assert result.response["error"]["code"] == -32010, result.response
+            assert "OpenSIPS unreachable since" in result.response["error"]["data"]
+        assert echo.events == ["Reply", "Ended"]
+        await until(reactor, lambda: daemon.emu.up, timeout=3.0)
+        await until(reactor, lambda: status.subscribed and subscribed_events(daemon) == EVENTS, timeout=5.0)
+        await works(daemon, client)
+    finally:
+        await stop(daemon)
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_default_probe_settings_work_within_5_s(reactor: Any) -> None:
+    """
+    Default probe settings: within 5 s of OpenSIPS coming back the daemon
+    has noticed the restart, re-subscribed (the emulator forgot every
+    subscription) and re-loaded the registry; commands work.
+    """
+    daemon = await start_daemon(reactor)
+    try:
+        client = await daemon.client()
+        await works(daemon, client)
+        registry = daemon.opensips.registry
+        sweeps = registry.stats["sweeps"]
+        kept = await daemon.call("dave", "erin")
+        daemon.emu.restart(downtime=2.0, forget_dialogs=False)
+        assert subscribed_events(daemon) == set()
+        await until(reactor, lambda: daemon.emu.up, timeout=3.0)
+        back = reactor.seconds()
+        await until(
+            reactor,
+            lambda: subscribed_events(daemon) == EVENTS and registry.stats["sweeps"] > sweeps,
+            timeout=5.0,
+        )
+        assert reactor.seconds() - back <= 5.0
+        assert daemon.opensips.status.restarts == 1
+        # the registry was re-loaded: the kept call is in it
+        assert registry.get(kept) is not None
+        await works(daemon, client)
+        end = await client.command("CallEnd", {"callid": kept})
+        assert end.events == ["Ended"]
+        await until(reactor, lambda: daemon.emu.live_dialogs() == [], timeout=5.0)
+    finally:
+        await stop(daemon)
+
+
+# 3. the NOTIFY race
+
+
+@pytest_twisted.ensureDeferred
+async def test_notify_race_is_reported_with_the_real_new_call(reactor: Any) -> None:
+    """
+    baresip loses the NOTIFY race on every transfer: no E_CALL_TRANSFER at
+    all; CallStart still ends with CalleeAnswered naming the connected new
+    call (found in the registry), never an Error.
+    """
+    daemon = await start_daemon(reactor)
+    try:
+        daemon.emu.faults = Faults(notify_race=100.0)
+        client = await daemon.client()
+        recorder = Recorder(daemon, client)
+        starts = [
+            client.command("CallStart", {"caller": f"sip:r{i}a@127.0.0.1", "callee": f"sip:r{i}b@127.0.0.1"})
+            for i in range(5)
+            if daemon.emu.add_phone(f"sip:r{i}a@127.0.0.1", Phone.baresip()) is None
+            and daemon.emu.add_phone(f"sip:r{i}b@127.0.0.1", Phone.baresip()) is None
+        ]
+        results = await gatherResults(starts)
+        assert daemon.emu.fault_counts["notify_race"] == 5
+        for result in results:
+            assert result.events == [
+                "CallerAnswered",
+                "Transferring",
+                "TransferStart",
+                "CalleeAnswered",
+                "Ended",
+            ]
+            new = result.data("CalleeAnswered")[0]["callid"]
+            assert new != result.response["result"]["callid"]
+            cmd_id = result.response["result"]["cmd_id"]
+            answered = next(s for s in recorder.seen[cmd_id] if s.params["event"] == "CalleeAnswered")
+            state, timestart, _, to = answered.dialogs[new]
+            assert state == 4 and timestart and bare(to) == result.data("Transferring")[0]["destination"]
+            assert daemon.emu.dialogs[new].state == 4
+        assert sorted(state for (_, _, state) in daemon.emu.live_dialogs()) == [4] * 5
+    finally:
+        await stop(daemon)
+
+
+# 4. a callee that never answers
+
+
+@pytest_twisted.ensureDeferred
+async def test_callee_never_answers(reactor: Any) -> None:
+    """
+    C{callee_ring_timeout} 1 s (OpenSIPS' own INVITE timer, 120 s, scaled
+    to 6 s here): Error 408, the new call cancelled and the first ended
+    before the Error.
+    """
+    daemon = await start_daemon(reactor, delay_scale=0.05)
+    try:
+        client = await daemon.client()
+        recorder = Recorder(daemon, client)
+        noanswer = "sip:noanswer@127.0.0.1"
+        result = await client.command(
+            "CallStart", {"caller": ALICE, "callee": noanswer, "callee_ring_timeout": 1}, cmd_id="c1"
+        )
+        first = result.response["result"]["callid"]
+        assert result.events == ["CallerAnswered", "Transferring", "TransferStart", "Error", "Ended"]
+        new = result.data("TransferStart")[0]["callid"]
+        assert result.data("Error") == [
+            f"408 Request Timeout: {noanswer} did not answer within 1 s "
+            f"(new call {new} cancelled, call {first} to {ALICE} ended)"
+        ]
+        error = next(s for s in recorder.seen["c1"] if s.params["event"] == "Error")
+        assert sorted(error.params["calls"], key=str) == sorted(
+            [{"callid": first, "state": "ended"}, {"callid": new, "state": "ended"}], key=str
+        )
+        # when the Error came, nothing rang and the caller was not alone
+        assert [c for c, (state, *_) in error.dialogs.items() if state in (1, 2, 3, 4)] == []
+        assert daemon.emu.live_dialogs() == []
+    finally:
+        await stop(daemon)
+
+
+# 5. CallEnd while the caller rings
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_end_while_the_caller_rings(reactor: Any) -> None:
+    """
+    CallEnd on CallStart's first call while the caller rings: the CallStart
+    ends at once with 487 naming the CallEnd; nothing is left.
+    """
+    daemon = await start_daemon(reactor, delay_scale=0.05)
+    try:
+        client = await daemon.client()
+        caller = "sip:noanswer@127.0.0.1"
+        start = client.command("CallStart", {"caller": caller, "callee": BOB}, cmd_id="c1")
+        await until(reactor, lambda: [d for d in first_calls(daemon, caller) if d.state == 2] != [])
+        first = first_calls(daemon, caller)[0].callid
+        end = await client.command("CallEnd", {"callid": first}, cmd_id="e1")
+        ended_at = reactor.seconds()
+        assert end.events == ["Ended"]
+        result = await start
+        # promptly: the Error comes when the dialog ends, at most 2 s later
+        assert reactor.seconds() - ended_at <= 2.0
+        assert result.events == ["Error", "Ended"]
+        assert result.data("Error") == [
+            f"487 Request Terminated: the call {first} to {caller} was ended by CallEnd e1 "
+            "before it was answered"
+        ]
+        await until(reactor, lambda: daemon.emu.live_dialogs() == [], timeout=1.0)
+    finally:
+        await stop(daemon)
