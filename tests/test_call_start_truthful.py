@@ -186,3 +186,44 @@ def test_no_start_and_no_new_call_is_the_timeout_error_naming_the_calls() -> Non
     assert env.events()[-2][1].startswith("timed out after 15 s waiting for E_CALL_TRANSFER start")
     assert env.sink.extras == [("Error", {"calls": [{"callid": FIRST, "state": "ended"}]})]
     env.assert_ended_clean()
+
+
+def test_call_transfer_reply_lost_but_the_new_call_rings_is_followed() -> None:
+    """
+    The call_transfer reply is lost (the request took effect): not re-sent
+    (not idempotent), the registry has the new call ringing; it is
+    followed, claimed and reported when it connects.
+    """
+    registry = FakeDialogRegistry()
+    env = run(registry)
+    registry.add(FIRST, DialogState.CONFIRMED)
+    env.play(Success.F_3_4, Success.ANSWER)
+    _new_dialog(registry, DialogState.EARLY, at=env.clock.seconds())
+    env.mi.time_out("call_transfer")
+    assert env.events() == [
+        answered(),
+        ("Transferring", {"caller": ALICE, "destination": BOB}),
+        ("TransferStart", {"callid": NEW, "caller": ALICE, "callee": BOB}),
+    ]
+    assert env.mi.methods().count("call_transfer") == 1
+    assert registry.owner(NEW) is env.command
+    env.play(Success.N_3_4)
+    assert env.events()[-1] == ("CalleeAnswered", {"callid": NEW, "caller": ALICE, "callee": BOB})
+    env.play(MIReply("dlg_end_dlg", "OK"))
+    env.assert_ended_clean()
+
+
+def test_call_transfer_reply_lost_and_no_new_call_is_the_mi_timeout_error() -> None:
+    registry = FakeDialogRegistry()
+    env = run(registry)
+    registry.add(FIRST, DialogState.CONFIRMED, dialog_id="316.43cfb051")
+    env.play(Success.F_3_4, Success.ANSWER)
+    env.mi.time_out("call_transfer")
+    env.play(MIReply("dlg_end_dlg", "OK"))
+    assert env.events() == [
+        answered(),
+        ("Error", "OpenSIPS did not answer MI call_transfer within 5 s"),
+        ("Ended", None),
+    ]
+    assert env.sink.extras == [("Error", {"calls": [{"callid": FIRST, "state": "ended"}]})]
+    env.assert_ended_clean()

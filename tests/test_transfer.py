@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from callapi.errors import MIError, RPCError
+from callapi.opensips.dialog import DialogState
 from callapi.opensips.names import MINames
 from callapi.scenarios import COMMANDS, Settings
 from callapi.scenarios.transfer import CallAttendedTransfer, CallBlindTransfer, TransferCommand
 from callapi.testing.evi import Dialog, transfer_failed, transfer_notify, transfer_ok, transfer_started
+from callapi.testing.fakes import FakeDialogRegistry
 from callapi.testing.scenario import ENDED, ScenarioHarness, Step
 
 CINDY = "sip:cindy@127.0.0.1"
@@ -653,6 +655,32 @@ def test_blind_mi_timeout() -> None:
     env = blind(CalleeSuccess.OLD)
     env.mi.time_out("call_transfer")
     assert env.events() == [error("OpenSIPS did not answer MI call_transfer within 5 s"), ENDED]
+    env.assert_ended_clean()
+
+
+def test_blind_mi_timeout_but_the_transfer_went_out() -> None:
+    """
+    The call_transfer reply is lost but the REFER went out and the new call
+    connected: learnt from the registry (never re-sent: not idempotent),
+    reported as a success, not as "OpenSIPS did not answer".
+    """
+    registry = FakeDialogRegistry()
+    env = Env.start(
+        CallBlindTransfer,
+        {"callid": CalleeSuccess.OLD, "leg": "callee", "destination": CINDY},
+        "t1",
+        registry=registry,
+    )
+    new = registry.add(CalleeSuccess.NEW, DialogState.CONFIRMED, dialog_id="358.a08453e1")
+    new.to_uri, new.created_at = CINDY, env.clock.seconds()
+    env.mi.time_out("call_transfer")
+    assert env.events() == [
+        transferring(CINDY),
+        ("TransferStart", {"callid": CalleeSuccess.NEW, "destination": CINDY}),
+        ("TransferSuccessful", {"callid": CalleeSuccess.NEW, "destination": CINDY}),
+        ENDED,  # the old call is gone from the registry: nothing to end
+    ]
+    assert env.mi.methods() == ["call_transfer"]
     env.assert_ended_clean()
 
 

@@ -172,6 +172,7 @@ class Transfer:
         self._reconcile_to = reconcile_to
         self._accepted_at = command.ctx.clock.seconds()
         self._attempts = 0
+        self._announced = False
         self._held_back: list[TransferEvent] = []
         self.new_callid = ""
         self.destination: str | None = None
@@ -227,6 +228,14 @@ class Transfer:
                 "no call_transfer reply for {cmd_id}, but its events came", cmd_id=self._command.cmd_id
             )
             return self._on_accepted("Accepted")
+        if isinstance(reason, MITimeout) and self._reconcile_to is not None:
+            # the request may have reached OpenSIPS and only the reply been
+            # lost: call_transfer is not idempotent, so it is never re-sent;
+            # whether a new call came of it is learnt from the registry
+            # (Transferring is sent before a TransferStart, if one comes);
+            # the search may answer at once, so the phase is entered first
+            self.machine.phase = _T.ACCEPTED
+            return self._reconcile(reason)
         settings = self._command.ctx.settings
         if (
             isinstance(reason, MIError)
@@ -248,7 +257,7 @@ class Transfer:
         # counted from OpenSIPS' acceptance (CallStart may have retried)
         timeout = command.ctx.settings.transfer_start_timeout
         self._no_start_timer = command.call_later(timeout, self.machine.feed, "no_start", timeout)
-        command.emit(self.transferring_event, self._transferring_data)
+        self._announce()
         phase = _T.ACCEPTED
         held_back, self._held_back = self._held_back, []
         for event in held_back:
@@ -256,6 +265,14 @@ class Transfer:
             if phase is _T.DONE:
                 break  # the rest are late notifies or copies
         return phase
+
+    def _announce(self) -> None:
+        """
+        Send C{Transferring} (once).
+        """
+        if not self._announced:
+            self._announced = True
+            self._command.emit(self.transferring_event, self._transferring_data)
 
     def _hold_back(self, event: TransferEvent) -> None:
         self._held_back.append(event)
@@ -390,6 +407,7 @@ class Transfer:
             self._no_start_timer.cancel()
         timeout = command.ctx.settings.transfer_timeout
         self._outcome_timer = command.call_later(timeout, self.machine.feed, "no_outcome", timeout)
+        self._announce()
         command.emit(self.start_event, self._event_data(new_callid, self.destination, None))
         if self._started is not None:
             self._started(new_callid)
