@@ -186,6 +186,13 @@ class IDialogRegistry(Interface):
         ones that still linger).
         """
 
+    def sweep() -> Any:
+        """
+        A full paged C{dlg_list} now, for dialogs whose events were lost.
+
+        @return: C{Deferred} firing with C{None} when done; never fails.
+        """
+
     def watch(observer: Callable[[Any], None]) -> ISubscription:
         """
         Call C{observer(record)} after every change of a record (state,

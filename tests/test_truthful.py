@@ -9,10 +9,11 @@ L{FakeDialogRegistry} / L{FakeProxyStatus}.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from callapi.errors import MIError, RPCError
@@ -105,6 +106,30 @@ def test_two_cleanups_of_one_callid_share_the_attempts() -> None:
     assert result_of(first) == result_of(second)
     assert result_of(first).result == "ended"
     assert hangups.pending == {}
+
+
+def test_a_lost_dlg_end_dlg_is_retried_with_backoff_and_logged() -> None:
+    """Each failed attempt is a warn line naming the Call-ID, the error and the delay."""
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        mi, clock = FakeMIClient(), Clock()
+        hangups = Hangups(mi, NullDialogRegistry(), MINames(), clock)
+        done = hangups.end(CALLID, "CallEnd e1")
+        mi.time_out("dlg_end_dlg")
+        clock.advance(0.5)
+        mi.time_out("dlg_end_dlg")
+        clock.advance(1.0)
+        mi.reply("dlg_end_dlg", "OK")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert result_of(done).result == "ended" and len(mi.requests) == 3 and hangups.pending == {}
+    retries = [e for e in events if "retrying in" in e.get("log_format", "")]
+    assert [(e["callid"], e["attempts"], e["delay"], e["log_level"]) for e in retries] == [
+        (CALLID, 1, 0.5, LogLevel.warn),
+        (CALLID, 2, 1.0, LogLevel.warn),
+    ]
 
 
 def test_non_retryable_mi_error_fails_at_once() -> None:

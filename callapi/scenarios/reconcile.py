@@ -65,7 +65,19 @@ async def find_new_call(
     @param exclude: Call-IDs that are not it (the transferred dialogs).
     @param destination: the transfer target URI.
     @return: L{Found}.  Lookup failures (MI timeouts) count as "not found".
+        When the registry holds no candidate (the new call's events may
+        have been lost), it is swept once (a full paged C{dlg_list}) and
+        searched again.
     """
+    found = await _search(registry, since, exclude, destination)
+    if found.record is None and not found.candidates:
+        await registry.sweep()
+        found = await _search(registry, since, exclude, destination)
+    return found
+
+
+async def _search(registry: IDialogRegistry, since: float, exclude: set[str], destination: str) -> Found:
+    """One pass of L{find_new_call} over what the registry holds."""
     candidates: list[DialogRecord] = []
     lookups = 0
     records: list[Any] = list(registry.dialogs())

@@ -66,6 +66,9 @@ class NullDialogRegistry:
     def dialogs(self) -> Iterator[Any]:
         return iter(())
 
+    def sweep(self) -> Deferred[Any]:
+        return succeed(None)
+
     def watch(self, observer: Callable[[Any], None]) -> ISubscription:
         return _NoWatch()
 

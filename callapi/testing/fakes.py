@@ -239,6 +239,7 @@ class FakeDialogRegistry:
         self.owners: dict[str, IDialogOwner] = {}
         self.checks: list[str] = []
         self.resolves: list[str] = []
+        self.sweeps = 0
         self.waiting: list[tuple[str, str, Deferred[Any]]] = []
         self._observers: list[Callable[[Any], None]] = []
 
@@ -353,6 +354,11 @@ class FakeDialogRegistry:
 
     def dialogs(self) -> Iterator[DialogRecord]:
         return iter(list(self.records.values()))
+
+    def sweep(self) -> Deferred[None]:
+        """Counted in C{sweeps}; the records are what the test set."""
+        self.sweeps += 1
+        return succeed(None)
 
     def watch(self, observer: Callable[[Any], None]) -> ISubscription:
         return _Watch(self._observers, observer)
