@@ -148,20 +148,28 @@ class Hangups:
         waiter: Deferred[HangupOutcome] = Deferred()
         pending = self.pending.get(callid)
         if pending is not None:
-            _log.info("joining the cleanup of {callid} ({why})", callid=callid, why=why)
+            _log.debug("joining the cleanup of {callid} ({why})", callid=callid, why=why)
             pending.waiters.append(waiter)
             return waiter
         pending = PendingHangup(callid, why, self.clock.seconds())
         pending.waiters.append(waiter)
         self.pending[callid] = pending
-        _log.info("ending call {callid} ({why})", callid=callid, why=why)
+        _log.debug("ending call {callid} ({why})", callid=callid, why=why)
         Deferred.fromCoroutine(self._run(pending)).addCallback(self._done, pending)
         return waiter
 
     def _done(self, outcome: HangupOutcome, pending: PendingHangup) -> None:
         if self.pending.get(pending.callid) is pending:
             del self.pending[pending.callid]
-        log = _log.info if outcome.done else _log.warn
+        # the ordinary case (ended at the first attempt) is debug: one line per
+        # call at info would be most of a busy daemon's log; retries (warn
+        # each) and their outcome stay visible
+        if not outcome.done:
+            log = _log.warn
+        elif outcome.attempts > 1:
+            log = _log.info
+        else:
+            log = _log.debug
         log(
             "cleanup of {callid} ({why}): {result} after {attempts} attempt(s){detail}",
             callid=outcome.callid,
