@@ -88,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         index, counter = params["index"], params["counter"]
         top = min(index + counter, args.dialogs)
         mi.reply("dlg_list", {"count": args.dialogs, "Dialogs": [dialog(n) for n in range(index, top)]})
-        mi.requests.clear()
         pages += 1
     load_s = time.perf_counter() - started
     assert done.called and len(registry) == args.dialogs, len(registry)
