@@ -21,12 +21,12 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet.task import Clock  # noqa: E402
+from twisted.internet.task import Clock
 
-from callapi.opensips.events import EventHub  # noqa: E402
-from callapi.opensips.names import MINames  # noqa: E402
-from callapi.opensips.registry import DialogRegistry  # noqa: E402
-from callapi.testing.fakes import FakeMIClient  # noqa: E402
+from callapi.opensips.events import EventHub
+from callapi.opensips.names import MINames
+from callapi.opensips.registry import DialogRegistry
+from callapi.testing.fakes import FakeMIClient
 
 
 def rss_mib() -> float:
@@ -111,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dialogs          {args.dialogs}")
     print(f"dlg_list pages   {pages} (page size {args.dialogs // max(pages, 1)})")
     print(f"load             {load_s:.2f} s (building the replies included)")
-    print(f"RSS              {base:.1f} MiB before, {loaded:.1f} MiB loaded "
-          f"(+{loaded - base:.1f} MiB, {(loaded - base) * 1024 * 1024 / args.dialogs:.0f} B per dialog)")
-    print(f"events           {args.dialogs} E_DLG_STATE_CHANGED 4->5 in {events_s:.2f} s "
-          f"({events_s / args.dialogs * 1e6:.1f} us each)")
+    print(
+        f"RSS              {base:.1f} MiB before, {loaded:.1f} MiB loaded "
+        f"(+{loaded - base:.1f} MiB, {(loaded - base) * 1024 * 1024 / args.dialogs:.0f} B per dialog)"
+    )
+    print(
+        f"events           {args.dialogs} E_DLG_STATE_CHANGED 4->5 in {events_s:.2f} s "
+        f"({events_s / args.dialogs * 1e6:.1f} us each)"
+    )
     return 0
 
 
