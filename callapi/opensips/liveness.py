@@ -24,17 +24,7 @@ from callapi.errors import MIError
 from callapi.interfaces import IMIClient, IProxyStatus, ISubscription
 from callapi.logging import logger
 from callapi.opensips.names import MINames
-
-
-@implementer(ISubscription)
-class _Watch:
-    def __init__(self, observers: list[Callable[[str], None]], observer: Callable[[str], None]) -> None:
-        self._observers, self._observer = observers, observer
-        observers.append(observer)
-
-    def cancel(self) -> None:
-        if self._observer in self._observers:
-            self._observers.remove(self._observer)
+from callapi.opensips.watch import Watch
 
 
 @implementer(IProxyStatus)
@@ -173,4 +163,4 @@ class ProxyStatus:
         return f"OpenSIPS unreachable since {at} (no MI reply for {silent:.0f} s)"
 
     def watch(self, observer: Callable[[str], None]) -> ISubscription:
-        return _Watch(self._observers, observer)
+        return Watch(self._observers, observer)

@@ -30,6 +30,7 @@ from callapi.interfaces import IDialogOwner, IDialogRegistry, IMIClient, ISubscr
 from callapi.logging import logger
 from callapi.opensips.dialog import DialogRecord, DialogState
 from callapi.opensips.names import MINames
+from callapi.opensips.watch import Watch
 
 #: Dialogs per C{dlg_list} page.  One dialog of trace 3.4/i_dlg_list is
 #: about 1.2 KB of JSON (two small SDPs); real phones' SDPs make it 2-3 KB,
@@ -38,17 +39,6 @@ from callapi.opensips.names import MINames
 PAGE_SIZE = 20
 
 _STATES = {s.value: s for s in DialogState}
-
-
-@implementer(ISubscription)
-class _Watch:
-    def __init__(self, observers: list[Callable[[Any], None]], observer: Callable[[Any], None]) -> None:
-        self._observers, self._observer = observers, observer
-        observers.append(observer)
-
-    def cancel(self) -> None:
-        if self._observer in self._observers:
-            self._observers.remove(self._observer)
 
 
 @implementer(IDialogRegistry)
@@ -307,7 +297,7 @@ class DialogRegistry:
         return iter(list(self._records.values()))
 
     def watch(self, observer: Callable[[Any], None]) -> ISubscription:
-        return _Watch(self._observers, observer)
+        return Watch(self._observers, observer)
 
     def __len__(self) -> int:
         return len(self._records)

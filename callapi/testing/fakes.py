@@ -44,6 +44,7 @@ from callapi.interfaces import (
     ISubscription,
 )
 from callapi.opensips.dialog import DialogRecord, DialogState
+from callapi.opensips.watch import Watch
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -200,22 +201,6 @@ class RecordingSink:
         return [(event, data) for _, _, event, data in self.notifications]
 
 
-@implementer(ISubscription)
-class _Watch:
-    """
-    One observer registered with a fake's C{watch}; C{cancel} removes it.
-    """
-
-    def __init__(self, observers: list[Callable[[Any], None]], observer: Callable[[Any], None]) -> None:
-        self._observers = observers
-        self._observer = observer
-        observers.append(observer)
-
-    def cancel(self) -> None:
-        if self._observer in self._observers:
-            self._observers.remove(self._observer)
-
-
 @implementer(IDialogRegistry)
 class FakeDialogRegistry:
     """
@@ -361,7 +346,7 @@ class FakeDialogRegistry:
         return succeed(None)
 
     def watch(self, observer: Callable[[Any], None]) -> ISubscription:
-        return _Watch(self._observers, observer)
+        return Watch(self._observers, observer)
 
 
 @implementer(IProxyStatus)
@@ -424,7 +409,7 @@ class FakeProxyStatus:
         )
 
     def watch(self, observer: Callable[[str], None]) -> ISubscription:
-        return _Watch(self._observers, observer)
+        return Watch(self._observers, observer)
 
 
 # Deferred helpers (synchronous tests)
