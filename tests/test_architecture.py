@@ -64,9 +64,7 @@ EMULATOR_ALLOWED = ("callapi.emulator", "callapi.logging")
 #: Modules that may import the global reactor (program entry points).
 REACTOR_ALLOWED = {
     "callapi.tap",
-    "callapi.emulator.__main__",
     "callapi.emulator.cli",
-    "callapi.emulator.core",
 }
 
 

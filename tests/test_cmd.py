@@ -36,7 +36,7 @@ from callapi.cli.cmd import (
     run,
 )
 from callapi.emulator import start_emulator
-from callapi.opensips.events import EVENTS
+from callapi.opensips.subscriptions import EVENTS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,8 @@ from zope.interface.verify import verifyObject
 
 from callapi.errors import MIError
 from callapi.interfaces import IEventHub, ISubscription
-from callapi.opensips.events import EVENTS, EventHub, EventReceiverProtocol, SubscriptionManager
+from callapi.opensips.events import EventHub, EventReceiverProtocol
+from callapi.opensips.subscriptions import EVENTS, SubscriptionManager
 from callapi.testing.fakes import FakeMIClient, no_result, result_of
 
 CALLID = "6c93c431e29d3500"

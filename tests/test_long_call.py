@@ -14,8 +14,9 @@ from typing import Any
 from twisted.internet.task import Clock
 
 from callapi.emulator import OpenSIPSEmulator
-from callapi.opensips.events import EventHub, EventReceiverProtocol, SubscriptionManager
+from callapi.opensips.events import EventHub, EventReceiverProtocol
 from callapi.opensips.mi import MIClientProtocol
+from callapi.opensips.subscriptions import SubscriptionManager
 from callapi.scenarios import Context
 from callapi.scenarios.hold import CallHold
 from callapi.testing.fakes import RecordingSink

@@ -1,8 +1,7 @@
 """
 EVI events from OpenSIPS: one receiving datagram socket and the routing to
 the commands that wait for them.  Keeping OpenSIPS subscribed is
-L{callapi.opensips.subscriptions} (L{EVENTS} and L{SubscriptionManager} are
-re-exported here).
+L{callapi.opensips.subscriptions}.
 
 OpenSIPS' C{event_datagram} module sends each event as one JSON-RPC 2.0
 notification datagram C{{"jsonrpc": "2.0", "method": "E_...", "params":
@@ -23,9 +22,8 @@ from zope.interface import implementer
 
 from callapi.interfaces import IEventHub, ISubscription
 from callapi.logging import logger
-from callapi.opensips.subscriptions import EVENTS, SubscriptionManager
 
-__all__ = ["EVENTS", "EventHub", "EventReceiverProtocol", "Handler", "SubscriptionManager"]
+__all__ = ["EventHub", "EventReceiverProtocol", "Handler"]
 
 Handler = Callable[[dict[str, Any]], None]
 
